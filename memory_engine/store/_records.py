@@ -1,0 +1,121 @@
+"""Keys, ids and the HASH layout of a memory. No I/O."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from typing import Any
+from urllib.parse import quote, unquote
+
+import numpy as np
+
+from ..exceptions import StoreError
+from ..models import Kind, Memory, Role, Vector
+
+_ID = re.compile(r"^[0-9a-f]{32}$")
+
+# Fields read back for a Memory (everything but the vector).
+MEMORY_FIELDS = (
+    "user_id", "session_id", "kind", "role", "name", "text", "created_at",
+    "last_accessed", "access_count", "importance", "metadata", "replaces",
+)
+
+
+def encode_tag(value: str) -> str:
+    """Injective, TAG- and key-safe form of a user or session id.
+
+    Percent-encoding leaves only ``[A-Za-z0-9_.~%-]``: no TAG separator, no whitespace for
+    RediSearch to trim, no brace to break the cluster hash tag, no glob character for SCAN.
+    Combined with a case-sensitive TAG field, two different ids never share a tag.
+    """
+    return quote(value, safe="")
+
+
+def decode_tag(value: str) -> str:
+    """Inverse of ``encode_tag``."""
+    return unquote(value)
+
+
+def new_id(now: float | None = None) -> str:
+    """A 32-hex-digit id: 48 bits of milliseconds, then 80 random bits (sortable by time)."""
+    ms = int((time.time() if now is None else now) * 1000) & ((1 << 48) - 1)
+    return f"{ms:012x}{os.urandom(10).hex()}"
+
+
+def is_memory_id(value: object) -> bool:
+    """Whether ``value`` has the shape of an id this engine issues."""
+    return isinstance(value, str) and bool(_ID.match(value))
+
+
+class KeySpace:
+    """Key names under one prefix. A user's keys share the hash tag ``{<user>}``."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.memory_prefix = f"{prefix}:mem:"
+        self.meta_key = f"{prefix}:meta"
+
+    def memory(self, user_id: str, memory_id: str) -> str:
+        return f"{self.memory_prefix}{{{encode_tag(user_id)}}}:{memory_id}"
+
+    def user_pattern(self, user_id: str) -> str:
+        """SCAN pattern of every memory key of one user."""
+        return f"{self.memory_prefix}{{{encode_tag(user_id)}}}:*"
+
+    @staticmethod
+    def memory_id(key: str) -> str:
+        return key.rsplit(":", 1)[1]
+
+
+def to_hash(memory: Memory, vector: Vector | None) -> dict[str, str | bytes | float | int]:
+    """The HASH fields stored for a memory; without ``embedding`` when ``vector`` is None."""
+    fields: dict[str, str | bytes | float | int] = {
+        "user_id": encode_tag(memory.user_id),
+        "session_id": encode_tag(memory.session_id) if memory.session_id else "",
+        "kind": memory.kind.value,
+        "role": memory.role.value if memory.role else "",
+        "name": memory.name or "",
+        "text": memory.text,
+        "created_at": memory.created_at,
+        "last_accessed": memory.last_accessed,
+        "access_count": memory.access_count,
+        "importance": memory.importance,
+        "metadata": json.dumps(memory.metadata, ensure_ascii=False, allow_nan=False),
+        "replaces": json.dumps(list(memory.replaces)) if memory.replaces else "",
+    }
+    if vector is not None:
+        fields["embedding"] = np.asarray(vector, dtype=np.float32).tobytes()
+    return fields
+
+
+def _text(raw: dict[str, Any], name: str) -> str:
+    value = raw.get(name, b"")
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def from_hash(memory_id: str, raw: dict[str, Any]) -> Memory:
+    """Rebuild a Memory from HASH fields (keys and values as str or bytes)."""
+    raw = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
+    try:
+        session = _text(raw, "session_id")
+        role = _text(raw, "role")
+        replaces = _text(raw, "replaces")
+        return Memory(
+            id=memory_id,
+            user_id=decode_tag(_text(raw, "user_id")),
+            text=_text(raw, "text"),
+            kind=Kind(_text(raw, "kind")),
+            session_id=decode_tag(session) if session else None,
+            role=Role(role) if role else None,
+            name=_text(raw, "name") or None,
+            created_at=float(_text(raw, "created_at")),
+            last_accessed=float(_text(raw, "last_accessed")),
+            access_count=int(float(_text(raw, "access_count"))),
+            importance=float(_text(raw, "importance")),
+            metadata=json.loads(_text(raw, "metadata") or "{}"),
+            replaces=tuple(json.loads(replaces)) if replaces else (),
+        )
+    except (KeyError, ValueError) as exc:
+        raise StoreError(f"memory {memory_id} is stored in an unreadable form: {exc}") from exc

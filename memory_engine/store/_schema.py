@@ -1,0 +1,139 @@
+"""The index schema, declared as data, and the check that an existing index matches it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redisvl.schema import IndexSchema
+
+from ..exceptions import SchemaMismatchError
+
+SCHEMA_VERSION = 1
+_FLAGS = {
+    "SORTABLE", "UNF", "NOSTEM", "NOINDEX", "CASESENSITIVE", "WITHSUFFIXTRIE",
+    "INDEXEMPTY", "INDEXMISSING", "PHONETIC",
+}
+
+
+def schema_dict(
+    index_name: str, prefix: str, dims: int, *, m: int, ef_construction: int, ef_runtime: int
+) -> dict[str, Any]:
+    """The redisvl schema of the memory index."""
+    tag = {"case_sensitive": True}
+    return {
+        "index": {"name": index_name, "prefix": prefix, "storage_type": "hash"},
+        "fields": [
+            {"name": "user_id", "type": "tag", "attrs": tag},
+            {"name": "session_id", "type": "tag", "attrs": tag},
+            {"name": "kind", "type": "tag", "attrs": tag},
+            {"name": "role", "type": "tag", "attrs": tag},
+            {"name": "text", "type": "text"},
+            {"name": "created_at", "type": "numeric", "attrs": {"sortable": True}},
+            {"name": "last_accessed", "type": "numeric"},
+            {"name": "access_count", "type": "numeric"},
+            {"name": "importance", "type": "numeric"},
+            {
+                "name": "embedding",
+                "type": "vector",
+                "attrs": {
+                    "dims": dims,
+                    "algorithm": "hnsw",
+                    "distance_metric": "cosine",
+                    "datatype": "float32",
+                    "m": m,
+                    "ef_construction": ef_construction,
+                    "ef_runtime": ef_runtime,
+                },
+            },
+        ],
+    }
+
+
+def build_schema(spec: dict[str, Any]) -> IndexSchema:
+    return IndexSchema.from_dict(spec)
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _pairs(flat: list[Any]) -> dict[str, Any]:
+    """``[k1, v1, k2, v2, ...]`` (with bare flags) as a dict; flags map to True."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(flat):
+        key = _s(flat[i])
+        if key.upper() in _FLAGS:
+            out[key.upper()] = True
+            i += 1
+            continue
+        out[key.lower()] = flat[i + 1] if i + 1 < len(flat) else None
+        i += 2
+    return out
+
+
+def describe_info(info: list[Any]) -> dict[str, Any]:
+    """The parts of an ``FT.INFO`` reply (RESP2) that decide compatibility."""
+    top = _pairs(info)
+    definition = _pairs(top.get("index_definition", []))
+    fields: dict[str, dict[str, str]] = {}
+    for attr in top.get("attributes", []):
+        parsed = _pairs(attr)
+        desc = {"type": _s(parsed.get("type", "")).upper()}
+        if desc["type"] == "TAG":
+            desc["case_sensitive"] = str(bool(parsed.get("CASESENSITIVE")))
+        if desc["type"] == "VECTOR":
+            for key in ("algorithm", "data_type", "dim", "distance_metric"):
+                desc[key] = _s(parsed.get(key, "")).upper()
+        fields[_s(parsed.get("identifier"))] = desc
+    return {
+        "key_type": _s(definition.get("key_type", "")).upper(),
+        "prefixes": sorted(_s(p) for p in definition.get("prefixes", [])),
+        "fields": fields,
+    }
+
+
+def expected_description(spec: dict[str, Any]) -> dict[str, Any]:
+    """What ``describe_info`` returns for an index created from ``spec``."""
+    fields: dict[str, dict[str, str]] = {}
+    for field in spec["fields"]:
+        kind = field["type"].upper()
+        desc = {"type": kind}
+        attrs = field.get("attrs", {})
+        if kind == "TAG":
+            desc["case_sensitive"] = str(bool(attrs.get("case_sensitive")))
+        if kind == "VECTOR":
+            desc.update(
+                algorithm=attrs["algorithm"].upper(),
+                data_type=attrs["datatype"].upper(),
+                dim=str(attrs["dims"]),
+                distance_metric=attrs["distance_metric"].upper(),
+            )
+        fields[field["name"]] = desc
+    return {
+        "key_type": spec["index"]["storage_type"].upper(),
+        "prefixes": [spec["index"]["prefix"]],
+        "fields": fields,
+    }
+
+
+def check_compatible(index_name: str, info: list[Any], spec: dict[str, Any]) -> None:
+    """Raise ``SchemaMismatchError`` naming every difference between index and schema."""
+    have, want = describe_info(info), expected_description(spec)
+    problems = [
+        f"{key}: index has {have[key]!r}, config expects {want[key]!r}"
+        for key in ("key_type", "prefixes")
+        if have[key] != want[key]
+    ]
+    for name, desc in want["fields"].items():
+        if name not in have["fields"]:
+            problems.append(f"field {name!r} is missing from the index")
+        elif have["fields"][name] != desc:
+            problems.append(f"field {name!r}: index has {have['fields'][name]}, expected {desc}")
+    problems += [f"unexpected field {n!r}" for n in have["fields"] if n not in want["fields"]]
+    if problems:
+        raise SchemaMismatchError(
+            f"The index {index_name!r} exists with a different schema; nothing was changed or "
+            "dropped. Use another index name, or migrate the data. Differences: "
+            + "; ".join(problems)
+        )
