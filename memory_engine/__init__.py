@@ -11,7 +11,8 @@ and recalled in milliseconds::
             print(f"{hit.score:.2f} {hit.memory.text}")
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 from .config import EngineConfig
 from .embeddings import (
@@ -45,8 +46,8 @@ from .models import Kind, Memory, NewMemory, Role, ScoreParts, SearchHit, Search
 from .server import EmbeddedServer
 
 try:
-    __version__ = version("memory-engine")
-except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = _version("memory-engine")
+except _PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
 __all__ = [

@@ -114,20 +114,24 @@ class EngineCore:
             f"item {position} must be a NewMemory, a dict or a string; got {type(raw).__name__}"
         )
 
-    def records(self, prepared: PreparedWrite, embedded: Sequence[Vector]) -> list[tuple[Memory, Vector]]:
+    def records(
+        self, prepared: PreparedWrite, embedded: Sequence[Vector]
+    ) -> list[tuple[Memory, Vector]]:
         """Pair each memory with its vector, given the vectors of ``prepared.to_embed``."""
         vectors = list(prepared.vectors)
-        matrix = normalized(embedded, self.embedder.dims, rows=len(prepared.to_embed)) if (
-            prepared.to_embed) else []
-        for position, vector in zip(prepared.to_embed, matrix, strict=True):
-            vectors[position] = vector
+        if prepared.to_embed:
+            matrix = normalized(embedded, self.embedder.dims, rows=len(prepared.to_embed))
+            for position, vector in zip(prepared.to_embed, matrix, strict=True):
+                vectors[position] = vector
         return [(m, v) for m, v in zip(prepared.memories, vectors, strict=True) if v is not None]
 
     def prepare_update(self, existing: Memory, changes: Mapping[str, Any]) -> tuple[Memory, bool]:
         """The updated memory, and whether its text changed (so it must be re-embedded)."""
         unknown = set(changes) - set(_UPDATABLE)
         if unknown:
-            raise InvalidArgumentError(f"cannot update {sorted(unknown)}; allowed: {list(_UPDATABLE)}")
+            raise InvalidArgumentError(
+                f"cannot update {sorted(unknown)}; allowed: {list(_UPDATABLE)}"
+            )
         values: dict[str, Any] = {}
         validators: dict[str, Any] = {
             "text": lambda v: check.text(v, self.config.max_text_chars),

@@ -21,6 +21,13 @@ from .store import is_memory_id
 MAX_ID_CHARS = 256
 
 
+def _str(value: object) -> str:
+    """``value`` if it is a string (enums included); a ValueError otherwise."""
+    if not isinstance(value, str):
+        raise ValueError(value)
+    return value
+
+
 def user_id(value: object) -> str:
     """A user id: a non-blank string of at most 256 characters."""
     if not isinstance(value, str):
@@ -28,7 +35,9 @@ def user_id(value: object) -> str:
     if not value.strip():
         raise InvalidUserIdError("user_id must not be empty or whitespace")
     if len(value) > MAX_ID_CHARS:
-        raise InvalidUserIdError(f"user_id has {len(value)} characters; the maximum is {MAX_ID_CHARS}")
+        raise InvalidUserIdError(
+            f"user_id has {len(value)} characters; the maximum is {MAX_ID_CHARS}"
+        )
     return value
 
 
@@ -75,7 +84,7 @@ def k(value: object, max_k: int) -> int:
 
 def mode(value: object) -> SearchMode:
     try:
-        return SearchMode(value)
+        return SearchMode(_str(value))
     except ValueError:
         modes = ", ".join(m.value for m in SearchMode)
         raise InvalidModeError(f"unknown search mode {value!r}; use one of: {modes}") from None
@@ -83,7 +92,7 @@ def mode(value: object) -> SearchMode:
 
 def kind(value: object) -> Kind:
     try:
-        return Kind(value)
+        return Kind(_str(value))
     except ValueError:
         kinds = ", ".join(k.value for k in Kind)
         raise InvalidArgumentError(f"unknown kind {value!r}; use one of: {kinds}") from None
@@ -104,7 +113,7 @@ def role(value: object) -> Role | None:
     if value is None or value == "":
         return None
     try:
-        return Role(value)
+        return Role(_str(value))
     except ValueError:
         roles = ", ".join(r.value for r in Role)
         raise InvalidArgumentError(f"unknown role {value!r}; use one of: {roles}") from None

@@ -90,7 +90,9 @@ class EngineConfig:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> EngineConfig:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: object
+    ) -> EngineConfig:
         """Build a config from ``MEMORY_ENGINE_*`` environment variables.
 
         Args:

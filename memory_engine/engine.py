@@ -17,8 +17,9 @@ from typing import Any, Self
 import numpy as np
 import redis
 import redis.asyncio as aioredis
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
+from . import _validation as check
 from ._core import EngineCore, PreparedWrite
 from .config import EngineConfig
 from .embeddings import CachedEmbedder, Embedder, SentenceTransformerEmbedder
@@ -26,7 +27,6 @@ from .exceptions import MemoryEngineError, MemoryNotFoundError
 from .models import Kind, Memory, NewMemory, Role, SearchHit, SearchMode, Vector
 from .server import EmbeddedServer, Lease, check_search_module, redact, search_module_error
 from .store import AsyncMemoryStore, MemoryStore
-from . import _validation as check
 
 _EMBED_CHUNK = 256  # texts per progress-bar step
 

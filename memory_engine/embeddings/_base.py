@@ -66,5 +66,8 @@ def normalized(vectors: object, dims: int, *, rows: int | None = None) -> Matrix
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     if (norms == 0).any():
         raise EmbeddingDimensionError("embedding is all zeros; cosine distance is undefined")
-    out = (matrix / norms).astype(np.float32, copy=False)
-    return out[0] if one else out
+    out: Matrix = (matrix / norms).astype(np.float32, copy=False)
+    if one:
+        vector: Matrix = out[0]
+        return vector
+    return out

@@ -46,13 +46,13 @@ class LangChainEmbedder:
             return np.empty((0, self.dims), dtype=np.float32)
         try:
             raw = self._embeddings.embed_documents(list(texts))
-        except Exception as exc:  # noqa: BLE001 - wrap whatever the provider raises
+        except Exception as exc:  # wrap whatever the provider raises
             raise EmbeddingError(f"{self.name} failed to embed documents: {exc}") from exc
         return normalized(raw, self.dims, rows=len(texts))
 
     def embed_query(self, text: str) -> Matrix:
         try:
             raw = self._embeddings.embed_query(text)
-        except Exception as exc:  # noqa: BLE001 - wrap whatever the provider raises
+        except Exception as exc:  # wrap whatever the provider raises
             raise EmbeddingError(f"{self.name} failed to embed a query: {exc}") from exc
         return normalized(raw, self.dims)

@@ -51,9 +51,9 @@ class SentenceTransformerEmbedder:
     @property
     def dims(self) -> int:
         model = self._load()
-        getter = getattr(model, "get_embedding_dimension", None) or getattr(
-            model, "get_sentence_embedding_dimension"
-        )
+        # sentence-transformers 6 renamed the method; older releases only have the long name.
+        getter = getattr(model, "get_embedding_dimension", None)
+        getter = getter or model.get_sentence_embedding_dimension
         dims = getter()
         if not isinstance(dims, int):
             raise EmbeddingError(f"{self.name} does not report its embedding dimension")
@@ -70,11 +70,11 @@ class SentenceTransformerEmbedder:
                     from transformers.utils import logging as hf_logging
                 except ImportError as exc:
                     raise MissingDependencyError("sentence-transformers") from exc
-                hf_logging.disable_progress_bar()  # a weight-loading bar on every start is noise
+                hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # untyped upstream
                 ref = self._model_ref or bundled_model_path()
                 try:
                     self._model = SentenceTransformer(ref, device=self._device)
-                except Exception as exc:  # noqa: BLE001 - any load failure gets one typed error
+                except Exception as exc:  # any load failure gets one typed error
                     raise EmbeddingError(
                         f"could not load the sentence-transformers model {ref!r} (offline): {exc}"
                     ) from exc
@@ -96,7 +96,8 @@ class SentenceTransformerEmbedder:
         return normalized(vectors, self.dims, rows=len(texts))
 
     def embed_query(self, text: str) -> Matrix:
-        return self.embed_documents([text])[0]
+        vector: Matrix = self.embed_documents([text])[0]
+        return vector
 
     @staticmethod
     def _windows(model: Any, texts: list[str]) -> tuple[list[str], list[int]]:
@@ -110,7 +111,9 @@ class SentenceTransformerEmbedder:
                 pieces.append(text)
                 owners.append(i)
                 continue
-            enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            enc = tokenizer(
+                text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+            )
             offsets = enc["offset_mapping"]
             if len(offsets) <= limit:
                 pieces.append(text)

@@ -39,7 +39,8 @@ def vector_hits(user_id: str, reply: list[Any]) -> list[SearchHit]:
     hits = []
     for key, _, fields in _rows(reply, with_scores=False):
         similarity = 1.0 - float(fields.pop(DISTANCE))
-        hits.append(SearchHit(_memory(user_id, key, fields), similarity, ScoreParts(vector=similarity)))
+        memory = _memory(user_id, key, fields)
+        hits.append(SearchHit(memory, similarity, ScoreParts(vector=similarity)))
     return hits
 
 

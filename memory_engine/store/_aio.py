@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -41,14 +41,14 @@ class AsyncMemoryStore:
                         raise
                 info = await self.client.execute_command("FT.INFO", core.index_name)
             core.check_index(info, await self.client.hgetall(core.keys.meta_key))
-            await self.client.hset(core.keys.meta_key, mapping=core.meta_fields())
+            await self.client.hset(core.keys.meta_key, mapping=cast(Any, core.meta_fields()))
 
     async def put_many(self, records: Sequence[tuple[Memory, Vector]]) -> None:
         with redis_errors("write memories"):
             for batch in self.core.batches(records):
                 pipe = self.client.pipeline(transaction=True)
                 for key, fields in batch:
-                    pipe.hset(key, mapping=fields)
+                    pipe.hset(key, mapping=cast(Any, fields))
                 await pipe.execute()
 
     async def get(self, user_id: str, memory_id: str) -> Memory | None:

@@ -79,7 +79,9 @@ class StoreCore:
                 "use another index name (MEMORY_ENGINE_INDEX) or the original embedding model."
             )
 
-    def batches(self, records: Sequence[tuple[Memory, Vector]]) -> list[list[tuple[str, dict[str, Any]]]]:
+    def batches(
+        self, records: Sequence[tuple[Memory, Vector]]
+    ) -> list[list[tuple[str, dict[str, Any]]]]:
         """(key, fields) pairs, grouped into write transactions."""
         size = self.settings.write_batch_size
         pairs = [(self.keys.memory(m.user_id, m.id), to_hash(m, v)) for m, v in records]
@@ -91,7 +93,9 @@ class StoreCore:
         flat: list[Any] = [x for pair in fields.items() for x in pair]
         return ["EVAL", UPDATE_IF_EXISTS, 1, self.keys.memory(memory.user_id, memory.id), *flat]
 
-    def read_memory(self, memory_id: str, fields: Sequence[str], values: Sequence[Any]) -> Memory | None:
+    def read_memory(
+        self, memory_id: str, fields: Sequence[str], values: Sequence[Any]
+    ) -> Memory | None:
         """A Memory from HMGET values, or None when the key does not exist."""
         if all(v is None for v in values):
             return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redisvl.index import SearchIndex
@@ -42,7 +42,7 @@ class MemoryStore:
                         raise
                 info = self.client.execute_command("FT.INFO", core.index_name)
             core.check_index(info, self.client.hgetall(core.keys.meta_key))
-            self.client.hset(core.keys.meta_key, mapping=core.meta_fields())
+            self.client.hset(core.keys.meta_key, mapping=cast(Any, core.meta_fields()))
 
     def put_many(self, records: Sequence[tuple[Memory, Vector]]) -> None:
         """Write memories with their vectors: one MULTI/EXEC per ``write_batch_size``."""
@@ -50,7 +50,7 @@ class MemoryStore:
             for batch in self.core.batches(records):
                 pipe = self.client.pipeline(transaction=True)
                 for key, fields in batch:
-                    pipe.hset(key, mapping=fields)
+                    pipe.hset(key, mapping=cast(Any, fields))
                 pipe.execute()
 
     def get(self, user_id: str, memory_id: str) -> Memory | None:
@@ -74,7 +74,8 @@ class MemoryStore:
             while keys := keys_of(self.client.execute_command(*self.core.keys_command(user_id))):
                 deleted += int(self.client.delete(*keys))
             # Keys the index does not hold (a hash it failed to index) are found by pattern.
-            for key in self.client.scan_iter(match=self.core.keys.user_pattern(user_id), count=1000):
+            pattern = self.core.keys.user_pattern(user_id)
+            for key in self.client.scan_iter(match=pattern, count=1000):
                 deleted += int(self.client.delete(key))
         return deleted
 

@@ -1,0 +1,158 @@
+"""The ``memory-engine`` command line.
+
+Settings come from ``MEMORY_ENGINE_*`` environment variables (see ``EngineConfig.from_env``);
+``--index`` and ``--redis-url`` override them for one command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from ._demo import run_demo
+from .config import EngineConfig
+from .engine import MemoryEngine
+from .exceptions import MemoryEngineError
+from .models import Kind, Role, SearchHit, SearchMode
+from .server import EmbeddedServer
+
+DEMO_INDEX = "memory_engine_demo"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="memory-engine",
+        description="Long-term, per-user memory for LLM applications on Redis vector search.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--index", help="index name and key prefix (env MEMORY_ENGINE_INDEX)")
+    parser.add_argument("--redis-url", help="a Redis with search (env MEMORY_ENGINE_REDIS_URL); "
+                        "default: the embedded server")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="store a bundled conversation for two users and recall it")
+    demo.add_argument("--k", type=int, default=3, help="hits shown per query (default 3)")
+
+    server = sub.add_parser("server", help="manage the embedded Redis server")
+    server.add_argument("action", choices=["start", "stop", "status"])
+
+    add = sub.add_parser("add", help="remember one text; prints the new memory id")
+    add.add_argument("--user", required=True)
+    add.add_argument("--session")
+    add.add_argument("--role", choices=[r.value for r in Role])
+    add.add_argument("--kind", choices=[k.value for k in Kind], default=Kind.TURN.value)
+    add.add_argument("--importance", type=float, default=0.5)
+    add.add_argument("text")
+
+    search = sub.add_parser("search", help="recall a user's memories relevant to a query")
+    search.add_argument("--user", required=True)
+    search.add_argument("--k", type=int, default=10)
+    search.add_argument("--mode", choices=[m.value for m in SearchMode], default="vector")
+    search.add_argument("--session")
+    search.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    search.add_argument("query")
+
+    forget = sub.add_parser("forget", help="delete one memory (--id) or all of a user's memories")
+    forget.add_argument("--user", required=True)
+    forget.add_argument("--id", dest="memory_id")
+    return parser
+
+
+def _config(args: argparse.Namespace, **overrides: Any) -> EngineConfig:
+    if args.index:
+        overrides.update(index_name=args.index, key_prefix=args.index)
+    if args.redis_url:
+        overrides["redis_url"] = args.redis_url
+    return EngineConfig.from_env(**overrides)
+
+
+def _hit_json(hit: SearchHit) -> dict[str, Any]:
+    m = hit.memory
+    return {
+        "id": m.id, "score": hit.score,
+        "parts": {"keyword": hit.parts.keyword, "vector": hit.parts.vector,
+                  "decay": hit.parts.decay},
+        "text": m.text, "session_id": m.session_id, "kind": m.kind.value,
+        "role": m.role.value if m.role else None, "name": m.name,
+        "created_at": m.created_at, "metadata": m.metadata,
+    }
+
+
+def _server(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    server = EmbeddedServer(cfg.home, binary=cfg.redis_server, module=cfg.search_module)
+    if args.action == "start":
+        state = server.start(persistent=True)
+        print(f"running: pid {state.pid}, 127.0.0.1:{state.port}, data in {server.data_dir}")
+        return 0
+    if args.action == "stop":
+        print("stopped" if server.stop() else "not running")
+        return 0
+    current = server.status()
+    if current is None:
+        print(f"not running (home {cfg.home})")
+        return 1
+    kept = "until `memory-engine server stop`" if current.persistent else "while engines use it"
+    uptime = time.time() - current.started_at
+    print(f"running: pid {current.pid}, 127.0.0.1:{current.port}, up {uptime:.0f}s, "
+          f"kept {kept}; data in {server.data_dir}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "server":
+        return _server(args)
+    if args.command == "demo":
+        cfg = _config(args) if args.index else _config(
+            args, index_name=DEMO_INDEX, key_prefix=DEMO_INDEX
+        )
+        with MemoryEngine(cfg) as engine:
+            run_demo(engine, sys.stdout, k=args.k)
+        print(f"\nThe demo memories stay in index {cfg.index_name!r}; try:\n"
+              f"  memory-engine --index {cfg.index_name} search --user maya \"peanuts\"")
+        return 0
+    with MemoryEngine(_config(args)) as engine:
+        if args.command == "add":
+            memory = engine.add(args.user, args.text, session_id=args.session, role=args.role,
+                                kind=args.kind, importance=args.importance)
+            print(memory.id)
+        elif args.command == "search":
+            t = time.perf_counter()
+            hits = engine.search(args.user, args.query, k=args.k, mode=args.mode,
+                                 session_id=args.session)
+            ms = (time.perf_counter() - t) * 1000
+            if args.json:
+                print(json.dumps({"latency_ms": ms, "hits": [_hit_json(h) for h in hits]},
+                                 ensure_ascii=False, indent=2))
+            else:
+                for hit in hits:
+                    print(f"{hit.score:8.3f}  {hit.memory.id}  {hit.memory.text}")
+                print(f"{len(hits)} hits in {ms:.1f} ms", file=sys.stderr)
+        elif args.command == "forget":
+            if args.memory_id:
+                engine.delete(args.user, args.memory_id)
+                print(f"deleted {args.memory_id}")
+            else:
+                print(f"deleted {engine.forget_user(args.user)} memories of {args.user!r}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``memory-engine`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except MemoryEngineError as exc:
+        print(f"memory-engine: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Property: whatever the user ids and query text, a search never returns another user's memory."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from memory_engine import MemoryEngine
+
+ADVERSARIAL_USERS = [
+    "a}|@user_id:{b", "*", "-", "'", '"', "\\", "a,b", "a", "A", " a", "a ", "@user_id:{*}",
+    "ü", "😀", "a b", "(x|y)", "-a", "%2A", "a%7D", "user:1", "{a}", "..", "$vec",
+]
+users = st.one_of(
+    st.sampled_from(ADVERSARIAL_USERS),
+    st.text(min_size=1, max_size=30).filter(lambda s: s.strip() != ""),
+)
+queries = st.one_of(
+    st.sampled_from(["*", "@user_id:{*}", "-a", "a | b", "(", "\\", "%", "'", "$vec", "~x"]),
+    st.text(min_size=1, max_size=40).filter(lambda s: s.strip() != ""),
+)
+
+
+@pytest.mark.integration
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_no_search_returns_another_users_memory(engine: MemoryEngine, data: st.DataObject) -> None:
+    group = data.draw(st.lists(users, min_size=2, max_size=4, unique=True), label="users")
+    texts = data.draw(st.lists(st.text(min_size=1, max_size=40).filter(str.strip), min_size=1,
+                               max_size=3), label="texts")
+    for user in group:  # a failed earlier example may have left memories behind
+        engine.forget_user(user)
+    owners: dict[str, str] = {}
+    for user in group:
+        # Every user gets the same texts plus the query-like strings, so both modes have
+        # something to match in every other user's memories.
+        for memory in engine.add_many(user, [*texts, f"shared words {user!r}"]):
+            owners[memory.id] = user
+    query = data.draw(queries, label="query")
+    for user in group:
+        for mode in ("vector", "keyword"):
+            for hit in engine.search(user, query, k=50, mode=mode):
+                assert hit.memory.user_id == user
+                assert owners.get(hit.memory.id, user) == user
+        assert engine.count(user) == len(texts) + 1
+    for user in group:
+        engine.forget_user(user)
+        assert engine.count(user) == 0
+
+
+def test_prefix_and_case_variants_do_not_see_each_other(engine: MemoryEngine) -> None:
+    variants = ["alice", "Alice", "alice ", " alice", "alice*", "alic", "alice,bob", "bob"]
+    for user in variants:
+        engine.add(user, f"secret of {user!r}: the vault code")
+    for user in variants:
+        for mode in ("vector", "keyword"):
+            hits = engine.search(user, "vault code secret", k=20, mode=mode)
+            assert [h.memory.user_id for h in hits] == [user], (user, mode)

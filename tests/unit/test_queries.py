@@ -1,0 +1,56 @@
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from memory_engine.models import Kind, SearchMode
+from memory_engine.retrieval._queries import (
+    SearchRequest,
+    filter_expression,
+    keyword_command,
+    query_terms,
+    vector_command,
+)
+
+
+def _req(user: str = "alice", query: str = "hello", **kw: object) -> SearchRequest:
+    return SearchRequest(user_id=user, query=query, k=5, mode=SearchMode.VECTOR, **kw)  # type: ignore[arg-type]
+
+
+@given(st.text(min_size=1, max_size=50))
+def test_user_filter_is_one_tag_clause(user: str) -> None:
+    expr = str(filter_expression(_req(user)))
+    assert expr.startswith("@user_id:{") and expr.endswith("}")
+    inner = expr[len("@user_id:{") : -1]
+    # Nothing in the value can close the tag clause or start another one.
+    assert "}" not in inner and "{" not in inner and "|" not in inner and " " not in inner
+
+
+def test_optional_filters() -> None:
+    expr = str(filter_expression(_req(session_id="s1", kinds=(Kind.FACT, Kind.TURN),
+                                      since=10.0, until=20.0)))
+    assert "@session_id:{s1}" in expr
+    assert "@kind:{fact|turn}" in expr
+    assert "@created_at:[10" in expr and "20" in expr
+
+
+def test_query_terms_escape_syntax() -> None:
+    assert query_terms("Where does SHE live?") == ["where", "does", "she", "live"]
+    assert query_terms("a-b @text:(x) | y*") == ["a", "b", "text", "x", "y"]
+    assert query_terms("??? !!!") == []
+    assert len(query_terms(" ".join(f"w{i}" for i in range(500)))) == 64
+
+
+def test_keyword_command_none_without_words() -> None:
+    assert keyword_command("idx", _req(query="?!")) is None
+    cmd = keyword_command("idx", _req(query="peanut allergy"))
+    assert cmd is not None
+    assert cmd[:3] == ["FT.SEARCH", "idx", "(@user_id:{alice}) @text:(peanut|allergy)"]
+    assert "BM25STD" in cmd and "WITHSCORES" in cmd
+
+
+def test_vector_command_prefilters_by_user() -> None:
+    vec = np.arange(4, dtype=np.float32)
+    cmd = vector_command("idx", _req(), vec, ef_runtime=20)
+    assert cmd[2] == "(@user_id:{alice})=>[KNN 5 @embedding $vec EF_RUNTIME 20 AS vector_distance]"
+    assert cmd[cmd.index("vec") + 1] == vec.tobytes()
+    assert cmd[-4:] == [0, 5, "DIALECT", 2]

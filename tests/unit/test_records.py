@@ -1,0 +1,59 @@
+import re
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from memory_engine.models import Kind, Memory, Role
+from memory_engine.store._records import (
+    KeySpace,
+    decode_tag,
+    encode_tag,
+    from_hash,
+    is_memory_id,
+    new_id,
+    to_hash,
+)
+
+SAFE = re.compile(r"^[A-Za-z0-9_.~%-]*$")
+
+
+@given(st.text(min_size=1, max_size=64), st.text(min_size=1, max_size=64))
+def test_encode_tag_is_safe_and_injective(a: str, b: str) -> None:
+    ea, eb = encode_tag(a), encode_tag(b)
+    assert SAFE.match(ea) and SAFE.match(eb)
+    assert decode_tag(ea) == a
+    assert (ea == eb) == (a == b)
+
+
+def test_case_and_whitespace_stay_distinct() -> None:
+    assert len({encode_tag(x) for x in ["Alice", "alice", " alice", "alice ", "a,lice"]}) == 5
+
+
+def test_keys_put_the_user_in_a_hash_tag() -> None:
+    keys = KeySpace("me")
+    key = keys.memory("a}|{b", "0" * 32)
+    assert key == "me:mem:{a%7D%7C%7Bb}:" + "0" * 32
+    assert key.count("{") == 1 and key.count("}") == 1
+    assert keys.user_pattern("a*") == "me:mem:{a%2A}:*"
+    assert KeySpace.memory_id(key) == "0" * 32
+
+
+def test_ids_are_well_formed_and_time_ordered() -> None:
+    first, second = new_id(1000.0), new_id(2000.0)
+    assert is_memory_id(first) and is_memory_id(second)
+    assert first < second
+    assert len({new_id(5.0) for _ in range(1000)}) == 1000
+
+
+def test_hash_round_trip() -> None:
+    memory = Memory(
+        id="0" * 32, user_id="ü s,e{r}", text="hello", kind=Kind.FACT, session_id="s 1",
+        role=Role.USER, name="Ana", created_at=1.5, last_accessed=2.5, access_count=3,
+        importance=0.7, metadata={"k": [1, "é"]}, replaces=("a" * 32,),
+    )
+    fields = to_hash(memory, np.ones(4, dtype=np.float32))
+    assert fields["embedding"] == np.ones(4, dtype=np.float32).tobytes()
+    raw = {k.encode(): (v if isinstance(v, bytes) else str(v).encode()) for k, v in fields.items()}
+    assert from_hash("0" * 32, raw) == memory
+    assert "embedding" not in to_hash(memory, None)
