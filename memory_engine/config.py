@@ -78,7 +78,8 @@ class EngineConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"{name} must be a positive integer; got {value!r}")
-        if isinstance(self.query_cache_size, bool) or self.query_cache_size < 0:
+        size = self.query_cache_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise ConfigurationError(
                 f"query_cache_size must be 0 or more; got {self.query_cache_size!r}"
             )

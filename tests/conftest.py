@@ -17,8 +17,8 @@ import redis
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from memory_engine import EmbeddedServer, EngineConfig, MemoryEngine  # noqa: E402
-from memory_engine.embeddings import SentenceTransformerEmbedder  # noqa: E402
+from memory_engine import EmbeddedServer, EngineConfig, MemoryEngine
+from memory_engine.embeddings import SentenceTransformerEmbedder
 
 
 @pytest.fixture(scope="session")

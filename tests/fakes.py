@@ -38,7 +38,9 @@ class HashingEmbedder:
         return vec / np.linalg.norm(vec)
 
     def embed_documents(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        return np.stack([self._one(t) for t in texts]) if texts else np.empty((0, self._dims), np.float32)
+        if not texts:
+            return np.empty((0, self._dims), np.float32)
+        return np.stack([self._one(t) for t in texts])
 
     def embed_query(self, text: str) -> npt.NDArray[np.float32]:
         return self._one(text)

@@ -16,6 +16,13 @@ from ..store._records import MEMORY_FIELDS, encode_tag
 _ESCAPER = TokenEscaper()
 _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_QUERY_TERMS = 64
+# RediSearch's default stopwords. It drops them from a query, and a text clause left with
+# no words matches every document, so they are removed here and never sent.
+STOPWORDS = frozenset([
+    "a", "is", "the", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in",
+    "into", "it", "no", "not", "of", "on", "or", "such", "that", "their", "then", "there",
+    "these", "they", "this", "to", "was", "will", "with",
+])
 DISTANCE = "vector_distance"
 
 
@@ -42,16 +49,19 @@ def filter_expression(req: SearchRequest) -> FilterExpression:
     if req.kinds:
         expr = expr & (Tag("kind") == [k.value for k in req.kinds])
     if req.since is not None:
-        expr = expr & (Num("created_at") >= req.since)
+        expr = expr & (Num("created") >= req.since)
     if req.until is not None:
-        expr = expr & (Num("created_at") <= req.until)
+        expr = expr & (Num("created") <= req.until)
     return expr
 
 
 def query_terms(text: str) -> list[str]:
-    """Lower-cased, de-duplicated, escaped words of the query (at most MAX_QUERY_TERMS)."""
+    """Lower-cased, de-duplicated, escaped words of the query, stopwords removed (at most
+    MAX_QUERY_TERMS)."""
     seen: dict[str, None] = {}
     for word in _WORD.findall(text.lower()):
+        if word in STOPWORDS:
+            continue
         seen.setdefault(_ESCAPER.escape(word), None)
         if len(seen) == MAX_QUERY_TERMS:
             break
@@ -79,7 +89,7 @@ def vector_command(
 def keyword_command(index_name: str, req: SearchRequest) -> list[object] | None:
     """FT.SEARCH (BM25) for memories of one user sharing words with the query.
 
-    Returns None when the query has no word to search for (only punctuation, say).
+    Returns None when the query has no word to search for (only punctuation or stopwords).
     """
     terms = query_terms(req.query)
     if not terms:

@@ -28,8 +28,11 @@ def schema_dict(
             {"name": "kind", "type": "tag", "attrs": tag},
             {"name": "role", "type": "tag", "attrs": tag},
             {"name": "text", "type": "text"},
-            {"name": "created_at", "type": "numeric", "attrs": {"sortable": True}},
-            {"name": "last_accessed", "type": "numeric"},
+            # Timestamps are indexed under an alias: FT.SEARCH returns an indexed NUMERIC
+            # attribute rounded to 12 digits (10 ms today), but a hash field by its own name
+            # exactly. Filters use the alias, hits read the field.
+            {"name": "created", "path": "created_at", "type": "numeric"},
+            {"name": "accessed", "path": "last_accessed", "type": "numeric"},
             {"name": "access_count", "type": "numeric"},
             {"name": "importance", "type": "numeric"},
             {
@@ -50,7 +53,17 @@ def schema_dict(
 
 
 def build_schema(spec: dict[str, Any]) -> IndexSchema:
-    return IndexSchema.from_dict(spec)
+    """The redisvl schema, with hash-field aliases kept.
+
+    redisvl drops ``path`` for HASH storage, but FT.CREATE supports ``<field> AS <alias>``
+    on hashes too, so the paths are put back.
+    """
+    plain = [{k: v for k, v in f.items() if k != "path"} for f in spec["fields"]]
+    schema = IndexSchema.from_dict({**spec, "fields": plain})
+    for field in spec["fields"]:
+        if "path" in field:
+            schema.fields[field["name"]].path = field["path"]
+    return schema
 
 
 def _s(value: Any) -> str:
@@ -79,13 +92,13 @@ def describe_info(info: list[Any]) -> dict[str, Any]:
     fields: dict[str, dict[str, str]] = {}
     for attr in top.get("attributes", []):
         parsed = _pairs(attr)
-        desc = {"type": _s(parsed.get("type", "")).upper()}
+        desc = {"type": _s(parsed.get("type", "")).upper(), "path": _s(parsed.get("identifier"))}
         if desc["type"] == "TAG":
             desc["case_sensitive"] = str(bool(parsed.get("CASESENSITIVE")))
         if desc["type"] == "VECTOR":
             for key in ("algorithm", "data_type", "dim", "distance_metric"):
                 desc[key] = _s(parsed.get(key, "")).upper()
-        fields[_s(parsed.get("identifier"))] = desc
+        fields[_s(parsed.get("attribute"))] = desc
     return {
         "key_type": _s(definition.get("key_type", "")).upper(),
         "prefixes": sorted(_s(p) for p in definition.get("prefixes", [])),
@@ -98,7 +111,7 @@ def expected_description(spec: dict[str, Any]) -> dict[str, Any]:
     fields: dict[str, dict[str, str]] = {}
     for field in spec["fields"]:
         kind = field["type"].upper()
-        desc = {"type": kind}
+        desc = {"type": kind, "path": field.get("path", field["name"])}
         attrs = field.get("attrs", {})
         if kind == "TAG":
             desc["case_sensitive"] = str(bool(attrs.get("case_sensitive")))

@@ -30,6 +30,7 @@ CASES: list[tuple[str, Call, type[MemoryEngineError]]] = [
     ("None user", lambda e: e.add(None, GOOD), InvalidUserIdError),
     ("empty text", lambda e: e.add("alice", ""), InvalidTextError),
     ("blank text", lambda e: e.add("alice", " \n\t "), InvalidTextError),
+    ("NUL in text", lambda e: e.add("alice", "a\x00b"), InvalidTextError),
     ("text over max", lambda e: e.add("alice", "x" * (e.config.max_text_chars + 1)),
      InvalidTextError),
     ("wrong dims", lambda e: e.add("alice", GOOD, embedding=np.ones(383)), EmbeddingDimensionError),

@@ -27,7 +27,7 @@ def test_environment_is_read_at_the_edge() -> None:
 @pytest.mark.parametrize(
     "changes",
     [{"index_name": "has space"}, {"key_prefix": "a{b}"}, {"max_k": 0}, {"hnsw_m": True},
-     {"query_cache_size": -1}],
+     {"query_cache_size": -1}, {"query_cache_size": "5"}, {"query_cache_size": 2.5}],
 )
 def test_bad_settings_are_rejected(changes: dict) -> None:
     with pytest.raises(ConfigurationError):

@@ -21,12 +21,14 @@ def test_normalized_checks_shape_and_values() -> None:
 def test_query_cache_is_bounded_lru() -> None:
     cache = CachedEmbedder(HashingEmbedder(), max_size=2)
     a = cache.embed_query("a")
-    assert cache.embed_query("a") is a and cache.hits == 1
+    assert cache.embed_query("a") is a
+    assert cache.hits == 1
     cache.embed_query("b")
     cache.embed_query("a")  # a becomes most recent
     cache.embed_query("c")  # evicts b
     assert len(cache) == 2
-    assert cache.peek("b") is None and cache.peek("a") is not None
+    assert cache.peek("b") is None
+    assert cache.peek("a") is not None
     with pytest.raises(ValueError, match="read-only"):
         a[0] = 1.0  # cached vectors are shared, so frozen
 
@@ -35,7 +37,8 @@ def test_cache_size_zero_disables_caching() -> None:
     cache = CachedEmbedder(HashingEmbedder(), max_size=0)
     cache.embed_query("a")
     cache.embed_query("a")
-    assert len(cache) == 0 and cache.misses == 2
+    assert len(cache) == 0
+    assert cache.misses == 2
 
 
 def test_langchain_adapter_normalises_and_checks_dims() -> None:

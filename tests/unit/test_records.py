@@ -21,7 +21,8 @@ SAFE = re.compile(r"^[A-Za-z0-9_.~%-]*$")
 @given(st.text(min_size=1, max_size=64), st.text(min_size=1, max_size=64))
 def test_encode_tag_is_safe_and_injective(a: str, b: str) -> None:
     ea, eb = encode_tag(a), encode_tag(b)
-    assert SAFE.match(ea) and SAFE.match(eb)
+    assert SAFE.match(ea)
+    assert SAFE.match(eb)
     assert decode_tag(ea) == a
     assert (ea == eb) == (a == b)
 
@@ -34,14 +35,16 @@ def test_keys_put_the_user_in_a_hash_tag() -> None:
     keys = KeySpace("me")
     key = keys.memory("a}|{b", "0" * 32)
     assert key == "me:mem:{a%7D%7C%7Bb}:" + "0" * 32
-    assert key.count("{") == 1 and key.count("}") == 1
+    assert key.count("{") == 1
+    assert key.count("}") == 1
     assert keys.user_pattern("a*") == "me:mem:{a%2A}:*"
     assert KeySpace.memory_id(key) == "0" * 32
 
 
 def test_ids_are_well_formed_and_time_ordered() -> None:
     first, second = new_id(1000.0), new_id(2000.0)
-    assert is_memory_id(first) and is_memory_id(second)
+    assert is_memory_id(first)
+    assert is_memory_id(second)
     assert first < second
     assert len({new_id(5.0) for _ in range(1000)}) == 1000
 

@@ -8,15 +8,21 @@ def _spec(dims: int = 384) -> dict:
     return schema_dict("idx", "p:mem:", dims, m=16, ef_construction=200, ef_runtime=10)
 
 
-def _info(dims: int = 384, case_sensitive: bool = True, extra: list | None = None) -> list:
+def _info(
+    dims: int = 384,
+    case_sensitive: bool = True,
+    extra: list | None = None,
+    created_path: bytes = b"created_at",
+) -> list:
     tag = [b"CASESENSITIVE"] if case_sensitive else []
     attrs = [
         [b"identifier", name, b"attribute", name, b"type", b"TAG", b"SEPARATOR", b",", *tag]
         for name in (b"user_id", b"session_id", b"kind", b"role")
     ]
     attrs.append([b"identifier", b"text", b"attribute", b"text", b"type", b"TEXT", b"WEIGHT", b"1"])
-    for name in (b"created_at", b"last_accessed", b"access_count", b"importance"):
-        attrs.append([b"identifier", name, b"attribute", name, b"type", b"NUMERIC"])
+    for path, name in ((created_path, b"created"), (b"last_accessed", b"accessed"),
+                       (b"access_count", b"access_count"), (b"importance", b"importance")):
+        attrs.append([b"identifier", path, b"attribute", name, b"type", b"NUMERIC"])
     attrs.append([
         b"identifier", b"embedding", b"attribute", b"embedding", b"type", b"VECTOR",
         b"algorithm", b"HNSW", b"data_type", b"FLOAT32", b"dim", dims,
@@ -25,7 +31,8 @@ def _info(dims: int = 384, case_sensitive: bool = True, extra: list | None = Non
     attrs += extra or []
     return [
         b"index_name", b"idx", b"index_options", [],
-        b"index_definition", [b"key_type", b"HASH", b"prefixes", [b"p:mem:"], b"default_score", b"1"],
+        b"index_definition",
+        [b"key_type", b"HASH", b"prefixes", [b"p:mem:"], b"default_score", b"1"],
         b"attributes", attrs, b"num_docs", b"0",
     ]
 
@@ -40,6 +47,7 @@ def test_matching_index_passes() -> None:
     [
         (_info(dims=768), "embedding"),
         (_info(case_sensitive=False), "user_id"),
+        (_info(created_path=b"created_ts"), "created"),
         (_info(extra=[[b"identifier", b"x", b"attribute", b"x", b"type", b"TAG"]]), "unexpected"),
     ],
 )

@@ -1,0 +1,649 @@
+"""Recall latency of memory-engine, and its overhead over the raw RediSearch call.
+
+What it measures, in one run against one index, each over the same list of (user, query)
+pairs, after a warmup, one client, ``time.perf_counter`` around every call:
+
+* ``raw_knn``    - the engine's own FT.SEARCH KNN command (built by
+  ``memory_engine.retrieval._queries.vector_command``, user TAG pre-filter), sent with a plain
+  redis-py client: Redis round trip and server time only.
+* ``raw_bm25``   - the same for the BM25 keyword command (``keyword_command``).
+* ``vector``     - ``MemoryEngine.search(mode="vector")`` with the query embedding already in
+  the engine's query cache (every query is searched once before timing; the cache hit rate
+  of the timed calls is reported): validation, command building, Redis, result parsing.
+* ``keyword``    - ``MemoryEngine.search(mode="keyword")``.
+* ``vector_e2e`` - ``MemoryEngine.search(mode="vector")`` on a second engine with
+  ``query_cache_size=0``, so every call embeds its query with the bundled all-MiniLM-L6-v2.
+
+Each gets p50 / p95 / p99 latency in ms and QPS (calls / wall time of the timed loop).
+The ratios ``vector / raw_knn`` and ``keyword / raw_bm25`` (p50) are the engine's overhead.
+
+The corpus is synthetic and reproducible (``--seed``): sentences from a shared vocabulary of a
+few hundred words, with clustered 384-dimensional unit vectors (cluster centroid + gaussian
+noise), written through ``MemoryEngine.add_many`` with precomputed embeddings, so ingest does
+not run the model. Query texts come from the same vocabulary; the vector ``raw_knn`` sends is
+the real model's embedding of the query text, so raw and engine search the same vector.
+
+Run (from the repository root)::
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/recall_latency.py --quick
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/recall_latency.py            # 100k memories
+    .venv/bin/python benchmarks/recall_latency.py --redis-url redis://localhost:6379/0
+
+Without ``--redis-url`` a private embedded server is started in a temporary data directory
+and stopped at the end. Either way the benchmark writes to its own index and key prefix and
+drops them (``FT.DROPINDEX ... DD``) when done. Results go to
+``benchmarks/results/recall_latency.json`` (``recall_latency_quick.json`` with ``--quick``),
+with a PNG chart of the same name, and a table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import functools
+import itertools
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import redis
+from tqdm import tqdm
+
+from memory_engine import EmbeddedServer, EngineConfig, MemoryEngine, NewMemory, SearchMode
+from memory_engine.retrieval._queries import SearchRequest, keyword_command, vector_command
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+
+FULL = {"memories": 100_000, "users": 1_000, "queries": 1_000, "warmup": 100}
+QUICK = {"memories": 3_000, "users": 30, "queries": 100, "warmup": 20}
+
+N_CLUSTERS = 48
+NOISE = 0.05  # per-dimension std of the noise around a unit centroid (noise norm ~ 1)
+SESSION_LENGTH = 20  # memories per synthetic conversation session
+WRITE_CHUNK = 500  # NewMemory items per add_many call
+CONSISTENCY_CHECKS = 25  # queries whose engine hits are compared with the raw reply
+
+# --- Vocabulary --------------------------------------------------------------------------
+
+TOPICS = (
+    "cooking", "hiking", "photography", "gardening", "chess", "jazz", "running", "painting",
+    "astronomy", "baking", "cycling", "fishing", "knitting", "pottery", "sailing", "skiing",
+    "surfing", "yoga", "climbing", "camping", "birdwatching", "woodworking", "travel", "poetry",
+)
+NOUNS = (
+    "recipe", "trail", "camera", "tomato", "opening", "album", "marathon", "canvas", "telescope",
+    "sourdough", "bike", "rod", "scarf", "vase", "boat", "jacket", "board", "mat", "rope", "tent",
+    "binoculars", "chair", "passport", "notebook", "lens", "garden", "guitar", "playlist", "map",
+    "ticket", "backpack", "helmet", "kettle", "oven", "knife", "book", "class", "workshop",
+    "festival", "concert", "museum", "bakery", "lake", "mountain", "river", "beach", "island",
+    "forest", "market", "library", "apartment", "friend", "coach", "teacher", "neighbor",
+    "sister", "brother", "daughter", "son", "partner",
+)
+ADJECTIVES = (
+    "old", "new", "favorite", "cheap", "expensive", "small", "huge", "quiet", "noisy", "red",
+    "blue", "green", "vintage", "modern", "heavy", "light", "broken", "shiny", "wooden",
+    "organic", "spicy", "sweet", "local", "foreign", "rare", "simple", "fancy", "tiny", "warm",
+    "cold", "early", "late", "long", "short", "strange", "lovely", "useful", "borrowed",
+    "secondhand", "handmade",
+)
+VERBS = (
+    "bought", "borrowed", "lost", "found", "fixed", "sold", "cooked", "painted", "planted",
+    "visited", "booked", "cancelled", "recommended", "reviewed", "photographed", "cleaned",
+    "ordered", "returned", "packed", "tried", "loved", "hated", "shared", "built", "learned",
+    "practised", "joined", "missed", "planned", "forgot", "remembered", "discovered",
+    "repaired", "painted", "rented", "watched", "read", "wrote", "sketched", "measured",
+)
+BASE_VERBS = (
+    "buy", "borrow", "lose", "find", "fix", "sell", "cook", "paint", "plant", "visit", "book",
+    "cancel", "recommend", "review", "try", "share", "build", "learn", "practise", "join",
+    "plan", "rent", "watch", "read", "write",
+)
+PLACES = (
+    "Lisbon", "Porto", "Berlin", "Madrid", "Paris", "Kyoto", "Oslo", "Dublin", "Vienna",
+    "Prague", "Seattle", "Denver", "Austin", "Boston", "Toronto", "Montreal", "Sydney", "Lima",
+    "Nairobi", "Cairo", "downtown", "the suburbs", "the coast", "the village", "the office",
+    "the gym", "home", "school", "the park", "the station",
+)
+TIMES = (
+    "yesterday", "last week", "last month", "last year", "on Monday", "on Friday",
+    "this morning", "tonight", "in March", "in July", "in October", "in December",
+    "over the weekend", "during the holidays", "two days ago", "recently", "every Sunday",
+    "after work", "before breakfast", "at night",
+)
+PEOPLE = (
+    "I", "My sister", "My brother", "My partner", "My neighbor", "My coach", "My teacher",
+    "My daughter", "My son", "A friend", "My colleague", "My uncle", "My aunt", "My mother",
+    "My father", "Our team", "My roommate", "My boss", "My cousin", "My grandmother",
+)
+MEMORY_TEMPLATES = (
+    "{who} {verb} a {adj} {noun} for {topic} in {place} {time}.",
+    "I really like {topic}; {time} I {verb} the {adj} {noun}.",
+    "Remember that {who} {verb} my {noun} {time}, it was {adj}.",
+    "We talked about {topic} and the {adj} {noun} from {place}.",
+    "{who} wants to {base} a {noun} for {topic} {time}.",
+    "Note: the {adj} {noun} I {verb} is still in {place}.",
+    "{time} I {verb} a {topic} {noun} with {who_lower}.",
+    "My {topic} plans: {base} the {adj} {noun} in {place} {time}.",
+)
+QUERY_TEMPLATES = (
+    "what {noun} did I {base} for {topic}?",
+    "where is my {adj} {noun}?",
+    "when did I {base} the {noun} in {place}?",
+    "tell me about {topic} and the {noun}",
+    "who helped me {base} a {noun} {time}?",
+    "any {topic} plans in {place}?",
+)
+
+
+def vocabulary_size() -> int:
+    """Distinct words of the lists and templates (case-folded)."""
+    words: set[str] = set()
+    for group in (TOPICS, NOUNS, ADJECTIVES, VERBS, BASE_VERBS, PLACES, TIMES, PEOPLE,
+                  MEMORY_TEMPLATES, QUERY_TEMPLATES):
+        for phrase in group:
+            words.update(w.strip(".,;:?{}").lower() for w in phrase.split())
+    return len({w for w in words if w and not w.endswith("_lower")})
+
+
+# --- Synthetic data ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Corpus:
+    """Who owns how many memories, and the vector clusters they are drawn from."""
+
+    users: list[str]
+    counts: npt.NDArray[np.int64]
+    centroids: npt.NDArray[np.float32]
+    user_clusters: npt.NDArray[np.int64]  # (users, 3): each user's favourite clusters
+
+    @property
+    def size(self) -> int:
+        return int(self.counts.sum())
+
+
+def make_corpus(rng: np.random.Generator, memories: int, users: int, dims: int) -> Corpus:
+    """Users with a skewed (log-normal) number of memories each, at least one."""
+    weights = rng.lognormal(0.0, 0.6, users)
+    counts = 1 + rng.multinomial(memories - users, weights / weights.sum())
+    centroids = rng.standard_normal((N_CLUSTERS, dims)).astype(np.float32)
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    return Corpus(
+        users=[f"user-{i:05d}" for i in range(users)],
+        counts=counts.astype(np.int64),
+        centroids=centroids,
+        user_clusters=rng.integers(0, N_CLUSTERS, size=(users, 3)),
+    )
+
+
+def _pick(rng: np.random.Generator, words: Sequence[str]) -> str:
+    return words[int(rng.integers(len(words)))]
+
+
+def memory_text(rng: np.random.Generator, cluster: int) -> str:
+    """One memory sentence; its topic follows the vector's cluster."""
+    who = _pick(rng, PEOPLE)
+    return _pick(rng, MEMORY_TEMPLATES).format(
+        who=who, who_lower=who if who == "I" else who.lower(), verb=_pick(rng, VERBS),
+        base=_pick(rng, BASE_VERBS), adj=_pick(rng, ADJECTIVES), noun=_pick(rng, NOUNS),
+        topic=TOPICS[cluster % len(TOPICS)], place=_pick(rng, PLACES), time=_pick(rng, TIMES),
+    )
+
+
+def query_text(rng: np.random.Generator) -> str:
+    return _pick(rng, QUERY_TEMPLATES).format(
+        base=_pick(rng, BASE_VERBS), adj=_pick(rng, ADJECTIVES), noun=_pick(rng, NOUNS),
+        topic=_pick(rng, TOPICS), place=_pick(rng, PLACES), time=_pick(rng, TIMES),
+    )
+
+
+def user_memories(
+    rng: np.random.Generator, corpus: Corpus, index: int, now: float
+) -> list[NewMemory]:
+    """All memories of one user: mostly from its favourite clusters, spread over a year."""
+    n = int(corpus.counts[index])
+    favourite = rng.random(n) < 0.8
+    clusters = np.where(
+        favourite,
+        corpus.user_clusters[index][rng.integers(0, 3, n)],
+        rng.integers(0, N_CLUSTERS, n),
+    )
+    dims = corpus.centroids.shape[1]
+    vectors = corpus.centroids[clusters] + rng.normal(0.0, NOISE, (n, dims)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    created = np.sort(now - rng.uniform(0.0, 365 * 86_400.0, n))
+    return [
+        NewMemory(
+            text=memory_text(rng, int(clusters[j])),
+            session_id=f"s{j // SESSION_LENGTH:04d}",
+            role="user" if j % 2 == 0 else "assistant",
+            created_at=float(created[j]),
+            embedding=vectors[j],
+        )
+        for j in range(n)
+    ]
+
+
+def make_queries(
+    rng: np.random.Generator, users: Sequence[str], count: int
+) -> list[tuple[str, str]]:
+    """(user, query text) pairs; users drawn uniformly."""
+    return [(users[int(rng.integers(len(users)))], query_text(rng)) for _ in range(count)]
+
+
+# --- Redis, engine and environment -------------------------------------------------------
+
+
+def private_server(stack: contextlib.ExitStack) -> str:
+    """Start an embedded server in a temporary data directory; stopped when ``stack`` closes."""
+    home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="memory-engine-bench-")))
+    server = EmbeddedServer(home)
+    state = server.start(persistent=True)
+    stack.callback(server.stop)
+    return state.url
+
+
+def drop_index(client: redis.Redis, config: EngineConfig) -> None:
+    """Drop the benchmark's index with its documents, and the engine's metadata key."""
+    with contextlib.suppress(redis.ResponseError):  # never created: nothing to drop
+        client.execute_command("FT.DROPINDEX", config.index_name, "DD")
+    client.delete(f"{config.key_prefix}:meta")
+
+
+def info_value(flat: Sequence[Any], name: str) -> Any:
+    """A top-level value of a RESP2 ``FT.INFO`` / key-value reply."""
+    for key, value in zip(flat[::2], flat[1::2], strict=False):
+        if (key.decode() if isinstance(key, bytes) else key) == name:
+            return value.decode() if isinstance(value, bytes) else value
+    return None
+
+
+def server_versions(client: redis.Redis) -> dict[str, str | None]:
+    search: str | None = None
+    with contextlib.suppress(redis.ResponseError):
+        for module in client.execute_command("MODULE", "LIST"):
+            if str(info_value(module, "name")).lower() in {"search", "ft"}:
+                ver = int(info_value(module, "ver"))  # e.g. 21005 for 2.10.5
+                search = f"{ver // 10000}.{ver // 100 % 100}.{ver % 100}"
+    return {"redis": str(client.info("server").get("redis_version")), "search_module": search}
+
+
+def git_state() -> tuple[str, bool]:
+    """HEAD commit and whether tracked files differ from it; ("unknown", True) without git.
+
+    Runs with optional locks off, so it never takes the index lock of a concurrent commit.
+    """
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+            check=True, timeout=10,
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", True
+    return commit, dirty
+
+
+def machine_info() -> dict[str, Any]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    torch = sys.modules.get("torch")  # loaded with the model; its thread count shapes e2e
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": affinity,
+        "cpu_model": model,
+        "torch_threads": torch.get_num_threads() if torch is not None else None,
+    }
+
+
+# --- Ingest and measurement --------------------------------------------------------------
+
+
+def ingest(engine: MemoryEngine, corpus: Corpus, rng: np.random.Generator) -> dict[str, float]:
+    """Write the corpus through ``add_many``; only the ``add_many`` calls are timed."""
+    now = time.time()
+    spent = 0.0
+    with tqdm(total=corpus.size, desc="ingest", unit="mem", file=sys.stderr) as bar:
+        for index, user in enumerate(corpus.users):
+            items = user_memories(rng, corpus, index, now)
+            for start in range(0, len(items), WRITE_CHUNK):
+                chunk = items[start : start + WRITE_CHUNK]
+                t0 = time.perf_counter()
+                engine.add_many(user, chunk)
+                spent += time.perf_counter() - t0
+                bar.update(len(chunk))
+    return {"memories": corpus.size, "seconds": spent, "memories_per_s": corpus.size / spent}
+
+
+@dataclass(slots=True)
+class Measurement:
+    """Latencies of one timed loop."""
+
+    name: str
+    latencies_ms: npt.NDArray[np.float64]
+    wall_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        p50, p95, p99 = np.percentile(self.latencies_ms, [50, 95, 99])
+        return {
+            "name": self.name,
+            "clients": 1,
+            "calls": len(self.latencies_ms),
+            "p50_ms": round(float(p50), 4),
+            "p95_ms": round(float(p95), 4),
+            "p99_ms": round(float(p99), 4),
+            "mean_ms": round(float(self.latencies_ms.mean()), 4),
+            "max_ms": round(float(self.latencies_ms.max()), 4),
+            "qps": round(len(self.latencies_ms) / self.wall_s, 2),
+            **self.extra,
+        }
+
+
+def measure(name: str, calls: Sequence[Callable[[], object]], warmup: int) -> Measurement:
+    """Run ``warmup`` calls (cycling), then time each call once, in order."""
+    for call in itertools.islice(itertools.cycle(calls), warmup):
+        call()
+    latencies = np.empty(len(calls), dtype=np.float64)
+    clock = time.perf_counter
+    start = clock()
+    for i, call in enumerate(calls):
+        t0 = clock()
+        call()
+        latencies[i] = clock() - t0
+    wall = clock() - start
+    return Measurement(name, latencies * 1000.0, wall)
+
+
+def with_cache_rate(engine: MemoryEngine, run: Callable[[], Measurement]) -> Measurement:
+    """Run a measurement and attach the query-cache hit rate of its calls (warmup included)."""
+    cache = engine.embedder
+    hits, misses = cache.hits, cache.misses
+    result = run()
+    new_hits, new_misses = cache.hits - hits, cache.misses - misses
+    total = new_hits + new_misses
+    result.extra["query_cache_hit_rate"] = round(new_hits / total, 4) if total else None
+    return result
+
+
+def reply_ids(reply: Sequence[Any], with_scores: bool) -> list[str]:
+    """Memory ids of a raw FT.SEARCH reply, in order."""
+    step = 3 if with_scores else 2
+    keys = [k.decode() if isinstance(k, bytes) else str(k) for k in reply[1::step]]
+    return [k.rsplit(":", 1)[1] for k in keys]
+
+
+def consistency(
+    engine: MemoryEngine, client: redis.Redis, queries: Sequence[tuple[str, str]],
+    vector_cmds: Sequence[list[object]], keyword_cmds: Sequence[list[object]], k: int,
+) -> dict[str, Any]:
+    """Whether the engine returns exactly the memories of the raw command, on a sample."""
+    n = min(CONSISTENCY_CHECKS, len(queries))
+    same = {"vector": 0, "keyword": 0}
+    hits = {"vector": 0, "keyword": 0}
+    for (user, text), vcmd, kcmd in zip(queries[:n], vector_cmds, keyword_cmds, strict=False):
+        for mode, cmd, scored in (("vector", vcmd, False), ("keyword", kcmd, True)):
+            engine_ids = [h.memory.id for h in engine.search(user, text, k=k, mode=mode)]
+            same[mode] += engine_ids == reply_ids(client.execute_command(*cmd), scored)
+            hits[mode] += len(engine_ids)
+    return {
+        "checked": n,
+        "vector_same_ids": round(same["vector"] / n, 4),
+        "keyword_same_ids": round(same["keyword"] / n, 4),
+        "vector_mean_hits": round(hits["vector"] / n, 2),
+        "keyword_mean_hits": round(hits["keyword"] / n, 2),
+    }
+
+
+def run_measurements(
+    engine: MemoryEngine, e2e: MemoryEngine, client: redis.Redis,
+    queries: Sequence[tuple[str, str]], k: int, warmup: int,
+) -> tuple[list[Measurement], dict[str, Any]]:
+    """The five timed loops over the same (user, query) list, plus a consistency check."""
+    index, ef = engine.config.index_name, engine.config.hnsw_ef_runtime
+    vector_cmds: list[list[object]] = []
+    keyword_cmds: list[list[object]] = []
+    for user, text in tqdm(queries, desc="embed queries", unit="q", file=sys.stderr):
+        vector = engine.embedder.embed_query(text)  # also fills the engine's query cache
+        vector_cmds.append(vector_command(
+            index, SearchRequest(user, text, k, SearchMode.VECTOR), vector, ef_runtime=ef,
+        ))
+        command = keyword_command(index, SearchRequest(user, text, k, SearchMode.KEYWORD))
+        if command is None:
+            raise ValueError(f"query {text!r} has no searchable word")
+        keyword_cmds.append(command)
+
+    def search(eng: MemoryEngine, user: str, text: str, mode: str) -> Callable[[], object]:
+        return functools.partial(eng.search, user, text, k=k, mode=mode)
+
+    raw_knn = [functools.partial(client.execute_command, *c) for c in vector_cmds]
+    raw_bm25 = [functools.partial(client.execute_command, *c) for c in keyword_cmds]
+    vector = [search(engine, u, t, "vector") for u, t in queries]
+    keyword = [search(engine, u, t, "keyword") for u, t in queries]
+    vector_e2e = [search(e2e, u, t, "vector") for u, t in queries]
+
+    for call in vector:  # every query text searched once: the timed calls hit the cache
+        call()
+    results = [
+        measure("raw_knn", raw_knn, warmup),
+        with_cache_rate(engine, lambda: measure("vector", vector, warmup)),
+        measure("raw_bm25", raw_bm25, warmup),
+        measure("keyword", keyword, warmup),
+        with_cache_rate(e2e, lambda: measure("vector_e2e", vector_e2e, warmup)),
+    ]
+    order = ["raw_knn", "raw_bm25", "vector", "keyword", "vector_e2e"]
+    results.sort(key=lambda m: order.index(m.name))
+    return results, consistency(engine, client, queries, vector_cmds, keyword_cmds, k)
+
+
+def ratios(results: Sequence[dict[str, Any]]) -> dict[str, float]:
+    p50 = {r["name"]: r["p50_ms"] for r in results}
+    return {
+        "vector_over_raw_knn_p50": round(p50["vector"] / p50["raw_knn"], 3),
+        "keyword_over_raw_bm25_p50": round(p50["keyword"] / p50["raw_bm25"], 3),
+        "vector_e2e_over_vector_p50": round(p50["vector_e2e"] / p50["vector"], 3),
+    }
+
+
+# --- Output ------------------------------------------------------------------------------
+
+
+def write_json(report: dict[str, Any], out: Path) -> None:
+    """Write atomically (a ``.tmp`` file, then rename)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, out)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Grouped bars of p50 and p99 per measurement, log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = report["results"]
+    names = [r["name"] for r in results]
+    x = np.arange(len(names))
+    width = 0.38
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for offset, key, color in ((-width / 2, "p50_ms", "#4c72b0"), (width / 2, "p99_ms", "#dd8452")):
+        values = [r[key] for r in results]
+        bars = ax.bar(x + offset, values, width, label=key.removesuffix("_ms"), color=color)
+        ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=8, padding=2)
+    params = report["params"]
+    ax.set_xticks(x, names)
+    ax.set_yscale("log")
+    ax.set_ylabel("latency (ms, log scale)")
+    ax.set_title(
+        f"memory-engine recall latency: {params['memories']:,} memories, "
+        f"{params['users']:,} users, k={params['k']}, 1 client"
+    )
+    ax.legend()
+    ax.margins(y=0.2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def print_table(report: dict[str, Any]) -> None:
+    params, ingest_stats = report["params"], report["ingest"]
+    print(
+        f"\nrecall latency: {params['memories']:,} memories, {params['users']:,} users, "
+        f"{params['queries']:,} queries, k={params['k']}, "
+        f"ef_runtime={params['hnsw']['ef_runtime']}, 1 client"
+    )
+    print(f"ingest: {ingest_stats['memories_per_s']:,.0f} memories/s "
+          f"({ingest_stats['memories']:,} in {ingest_stats['seconds']:.1f}s)\n")
+    print(f"{'name':<12}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'QPS':>10}  note")
+    for r in report["results"]:
+        rate = r.get("query_cache_hit_rate")
+        note = "" if rate is None else f"query cache hit rate {rate:.0%}"
+        print(f"{r['name']:<12}{r['p50_ms']:>10.3f}{r['p95_ms']:>10.3f}{r['p99_ms']:>10.3f}"
+              f"{r['qps']:>10.0f}  {note}")
+    print()
+    for name, value in report["ratios"].items():
+        print(f"{name:<28}{value:>8.2f}x")
+    check = report["consistency"]
+    print(f"engine == raw on {check['checked']} queries: vector {check['vector_same_ids']:.0%}, "
+          f"keyword {check['keyword_same_ids']:.0%}")
+
+
+# --- Entry point -------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Recall latency of memory-engine vs the raw RediSearch commands.",
+    )
+    parser.add_argument("--memories", type=int, help=f"default {FULL['memories']:,} "
+                        f"({QUICK['memories']:,} with --quick)")
+    parser.add_argument("--users", type=int, help=f"default {FULL['users']:,} "
+                        f"({QUICK['users']} with --quick)")
+    parser.add_argument("--queries", type=int, help=f"timed calls per measurement; default "
+                        f"{FULL['queries']:,} ({QUICK['queries']} with --quick)")
+    parser.add_argument("--warmup", type=int, help=f"untimed calls before each measurement; "
+                        f"default {FULL['warmup']} ({QUICK['warmup']} with --quick)")
+    parser.add_argument("--k", type=int, default=10, help="hits per search (default 10)")
+    parser.add_argument("--seed", type=int, default=42, help="data seed (default 42)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a small run (~3,000 memories, 30 users) for CI and smoke tests")
+    parser.add_argument("--out", type=Path, help="result JSON; the PNG is written next to it")
+    parser.add_argument("--redis-url", help="a Redis with the search module; default: start a "
+                        "private embedded server in a temporary directory")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    for name, default in sizes.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    if args.out is None:
+        stem = "recall_latency_quick" if args.quick else "recall_latency"
+        args.out = RESULTS_DIR / f"{stem}.json"
+    if args.users < 1 or args.memories < args.users:
+        parser.error("need --users >= 1 and --memories >= --users")
+    if args.queries < 1 or args.warmup < 0 or args.k < 1:
+        parser.error("need --queries >= 1, --warmup >= 0 and --k >= 1")
+    return args
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Build the corpus, ingest it, measure, and return the report."""
+    rng = np.random.default_rng(args.seed)
+    with contextlib.ExitStack() as stack:
+        url = args.redis_url or private_server(stack)
+        client = redis.Redis.from_url(url, protocol=2)
+        stack.callback(client.close)
+        name = f"bench_{uuid.uuid4().hex[:12]}"
+        config = EngineConfig(redis_url=url, index_name=name, key_prefix=name)
+        stack.callback(drop_index, client, config)
+        engine = stack.enter_context(MemoryEngine(config))
+        engine.connect()  # loads the bundled model and creates the index
+
+        corpus = make_corpus(rng, args.memories, args.users, engine.embedder.dims)
+        queries = make_queries(rng, corpus.users, args.queries)
+        distinct = len({text for _, text in queries})
+        if distinct > engine.config.query_cache_size:
+            raise SystemExit(f"{distinct} distinct queries do not fit the query cache "
+                             f"({engine.config.query_cache_size}); use fewer --queries")
+        # Same model object, no query cache: every search embeds its query.
+        e2e = stack.enter_context(
+            MemoryEngine(config.with_(query_cache_size=0), embedder=engine.embedder.inner)
+        )
+        e2e.connect()
+
+        ingest_stats = ingest(engine, corpus, rng)
+        indexed = int(info_value(client.execute_command("FT.INFO", name), "num_docs"))
+        if indexed != corpus.size:
+            print(f"warning: the index holds {indexed} documents, {corpus.size} were written",
+                  file=sys.stderr)
+        measurements, check = run_measurements(engine, e2e, client, queries, args.k, args.warmup)
+        versions = server_versions(client)
+
+    results = [m.summary() for m in measurements]
+    commit, dirty = git_state()
+    cfg = engine.config
+    return {
+        "benchmark": "recall_latency",
+        "commit": commit,
+        "dirty": dirty,
+        "machine": machine_info(),
+        "server": versions,
+        "params": {
+            "memories": corpus.size, "users": len(corpus.users), "queries": len(queries),
+            "distinct_queries": distinct, "warmup": args.warmup, "seed": args.seed,
+            "k": args.k, "dims": int(corpus.centroids.shape[1]), "clusters": N_CLUSTERS,
+            "vocabulary_words": vocabulary_size(), "embedder": engine.embedder.name,
+            "hnsw": {"m": cfg.hnsw_m, "ef_construction": cfg.hnsw_ef_construction,
+                     "ef_runtime": cfg.hnsw_ef_runtime},
+            "quick": bool(args.quick), "redis": "external" if args.redis_url else "embedded",
+        },
+        "ingest": {k: round(v, 3) for k, v in ingest_stats.items()},
+        "results": results,
+        "ratios": ratios(results),
+        "consistency": check,
+        "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the bundled model is on disk
+    args = parse_args(argv)
+    report = run(args)
+    out: Path = args.out
+    write_json(report, out)
+    png = out.with_suffix(".png")
+    plot(report, png)
+    print_table(report)
+    print(f"\nwrote {out} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,47 @@
+"""The recall-latency benchmark runs end to end (``--quick``) and writes a sane report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "recall_latency.py"
+NAMES = {"raw_knn", "raw_bm25", "vector", "keyword", "vector_e2e"}
+
+
+def test_recall_latency_quick(redis_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--redis-url", redis_url, "--out", str(out)],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
+
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == "recall_latency"
+    assert report["params"]["quick"] is True
+    results = {r["name"]: r for r in report["results"]}
+    assert set(results) == NAMES
+    for name, r in results.items():
+        assert r["clients"] == 1, name
+        assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"], (name, r)
+        assert r["qps"] > 0, name
+    assert results["vector"]["query_cache_hit_rate"] == 1.0  # query embedding excluded
+    assert results["vector_e2e"]["query_cache_hit_rate"] == 0.0  # query embedding included
+    assert report["consistency"]["vector_same_ids"] == 1.0
+    assert report["consistency"]["keyword_same_ids"] == 1.0
+
+    png = out.with_suffix(".png")
+    assert png.is_file()
+    assert png.stat().st_size > 0
