@@ -31,6 +31,26 @@ from .store import AsyncMemoryStore, MemoryStore
 _EMBED_CHUNK = 256  # texts per progress-bar step
 
 
+def _item(
+    text: str,
+    session_id: str | None,
+    kind: Kind | str,
+    role: Role | str | None,
+    name: str | None,
+    created_at: float | None,
+    importance: float,
+    metadata: Mapping[str, Any] | None,
+    embedding: Vector | Sequence[float] | None,
+) -> NewMemory:
+    """The ``NewMemory`` that ``add`` writes (validated later, with the rest of a batch)."""
+    return NewMemory(
+        text=text, session_id=session_id, kind=kind, role=role, name=name,
+        created_at=created_at, importance=importance,
+        metadata=metadata if isinstance(metadata, dict) else dict(metadata or {}),
+        embedding=None if embedding is None else np.asarray(embedding, dtype=np.float32),
+    )
+
+
 class _EngineBase:
     """What both engines share and that does no I/O."""
 
@@ -80,9 +100,6 @@ class _EngineBase:
                 bar.update(len(chunk))
         return out
 
-    @staticmethod
-    def _new(text: str, **fields: Any) -> list[NewMemory]:
-        return [NewMemory(text=text, **{k: v for k, v in fields.items() if v is not None})]
 
 
 class MemoryEngine(_EngineBase):
@@ -154,11 +171,8 @@ class MemoryEngine(_EngineBase):
         embedding: Vector | Sequence[float] | None = None,
     ) -> Memory:
         """Remember one text for one user. Returns the stored memory (with its id)."""
-        item = NewMemory(
-            text=text, session_id=session_id, kind=kind, role=role, name=name,
-            created_at=created_at, importance=importance, metadata=dict(metadata or {}),
-            embedding=None if embedding is None else np.asarray(embedding, dtype=np.float32),
-        )
+        item = _item(text, session_id, kind, role, name, created_at, importance, metadata,
+                     embedding)
         return self.add_many(user_id, [item])[0]
 
     def add_many(
@@ -336,11 +350,8 @@ class AsyncMemoryEngine(_EngineBase):
         embedding: Vector | Sequence[float] | None = None,
     ) -> Memory:
         """See ``MemoryEngine.add``."""
-        item = NewMemory(
-            text=text, session_id=session_id, kind=kind, role=role, name=name,
-            created_at=created_at, importance=importance, metadata=dict(metadata or {}),
-            embedding=None if embedding is None else np.asarray(embedding, dtype=np.float32),
-        )
+        item = _item(text, session_id, kind, role, name, created_at, importance, metadata,
+                     embedding)
         return (await self.add_many(user_id, [item]))[0]
 
     async def add_many(

@@ -44,12 +44,10 @@ class CachedEmbedder:
             return vector
 
     def embed_query(self, text: str) -> Matrix:
+        cached = self.peek(text)
+        if cached is not None:
+            return cached
         with self._lock:
-            vector = self._cache.get(text)
-            if vector is not None:
-                self._cache.move_to_end(text)
-                self.hits += 1
-                return vector
             self.misses += 1
         vector = self.inner.embed_query(text)
         vector.setflags(write=False)  # shared between callers: nobody may change it
