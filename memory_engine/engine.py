@@ -11,6 +11,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -27,6 +28,7 @@ from .exceptions import MemoryEngineError, MemoryNotFoundError
 from .models import Kind, Memory, NewMemory, Role, SearchHit, SearchMode, Vector
 from .server import EmbeddedServer, Lease, check_search_module, redact, search_module_error
 from .store import AsyncMemoryStore, MemoryStore
+from .store._access import AccessLog, TaskFlusher, ThreadFlusher
 
 _EMBED_CHUNK = 256  # texts per progress-bar step
 
@@ -126,6 +128,7 @@ class MemoryEngine(_EngineBase):
     ) -> None:
         super().__init__(config, embedder=embedder, redis_url=redis_url)
         self._store: MemoryStore | None = None
+        self._flusher: ThreadFlusher | None = None
         self._lock = threading.Lock()
 
     def connect(self) -> Self:
@@ -153,6 +156,10 @@ class MemoryEngine(_EngineBase):
                     client.close()
                     self._release()
                     raise
+                if self.config.record_access:
+                    self._flusher = ThreadFlusher(
+                        AccessLog(store.core.keys), store.run, self.config.access_flush_interval
+                    )
                 self._store = store
         return self._store
 
@@ -191,8 +198,10 @@ class MemoryEngine(_EngineBase):
         self._check_open()
         prepared = self._core.prepare_write(user_id, items, time.time())
         store = self._ready()
+        uid = prepared.memories[0].user_id
+        prepared = self._core.with_context(prepared, store.tails(uid, prepared.sessions))
         records = self._core.records(prepared, self._embed_all(prepared.texts, progress))
-        store.put_many(records)
+        store.put_many(records, prepared.tails)
         return prepared.memories
 
     def get(self, user_id: str, memory_id: str) -> Memory:
@@ -208,7 +217,13 @@ class MemoryEngine(_EngineBase):
         ``metadata`` of a memory; new text is re-embedded. Returns the updated memory."""
         existing = self.get(user_id, memory_id)
         updated, retext = self._core.prepare_update(existing, changes)
-        vector = self.embedder.embed_documents([updated.text])[0] if retext else None
+        vector = None
+        if retext:
+            store = self._ready()
+            previous = store.get(existing.user_id, updated.previous_id) if (
+                updated.previous_id) else None
+            text = self._core.update_embed_text(updated, previous)
+            vector = self.embedder.embed_documents([text])[0]
         if not self._ready().rewrite(updated, vector):
             raise MemoryNotFoundError(existing.user_id, memory_id)
         return updated
@@ -233,29 +248,60 @@ class MemoryEngine(_EngineBase):
         query: str,
         *,
         k: int = 10,
-        mode: SearchMode | str = SearchMode.VECTOR,
+        mode: SearchMode | str = SearchMode.HYBRID,
         session_id: str | None = None,
         kinds: Iterable[Kind | str] | None = None,
-        since: float | None = None,
-        until: float | None = None,
+        since: float | datetime | None = None,
+        until: float | datetime | None = None,
+        now: float | datetime | None = None,
+        min_score: float | None = None,
+        min_similarity: float | None = None,
+        dedupe: bool | None = None,
+        decay_weight: float | None = None,
+        fusion: str | None = None,
     ) -> list[SearchHit]:
         """The ``k`` memories of ``user_id`` most relevant to ``query``, best first.
 
         Args:
-            mode: ``vector`` (HNSW, cosine similarity) or ``keyword`` (BM25).
+            mode: ``hybrid`` (BM25 and HNSW candidates fused; default), ``vector`` or
+                ``keyword``.
             session_id: Only memories of this session.
             kinds: Only memories of these kinds.
             since: Only memories created at or after this time (epoch seconds or datetime).
             until: Only memories created at or before this time.
+            now: The time decay is measured at and recalls are recorded with (default: the
+                clock). Pass it for deterministic ranking.
+            min_score: Drop hits whose final score is lower.
+            min_similarity: Drop vector candidates less similar than this (cosine, -1 to 1).
+            dedupe: Drop hits that nearly repeat a better hit's words.
+            decay_weight: Override ``EngineConfig.decay_weight`` for this call.
+            fusion: Override ``EngineConfig.fusion`` (``rrf`` or ``linear``) for this call.
         """
-        req = self._core.search_request(
-            user_id, query, k=k, mode=mode, session_id=session_id, kinds=kinds,
-            since=since, until=until,
+        plan = self._core.plan_search(
+            user_id, query, k=k, mode=mode, clock=time.time(), session_id=session_id,
+            kinds=kinds, since=since, until=until, now=now, min_score=min_score,
+            min_similarity=min_similarity, dedupe=dedupe, decay_weight=decay_weight,
+            fusion=fusion,
         )
         store = self._ready()
-        vector = self.embedder.embed_query(req.query) if self._core.needs_vector(req) else None
-        command = self._core.search_command(req, vector)
-        return [] if command is None else self._core.hits(req, store.search(command))
+        vector = None
+        if self._core.needs_vector(plan):
+            vector = self.embedder.embed_query(plan.request.query)
+        commands = self._core.search_commands(plan, vector)
+        if not commands:
+            return []
+        keyword, vector_hits = self._core.candidates(plan, store.search(commands))
+        ids = self._core.candidate_ids(keyword, vector_hits)
+        recalls = dict(zip(ids, store.recalls(plan.request.user_id, ids), strict=True))
+        hits = self._core.ranked(plan, keyword, vector_hits, recalls)
+        if hits and self._flusher is not None:
+            self._flusher.record(plan.request.user_id, [h.memory.id for h in hits], plan.now)
+        return hits
+
+    def flush(self) -> None:
+        """Write pending recall bookkeeping (``last_accessed``, ``access_count``) now."""
+        if self._flusher is not None:
+            self._flusher.flush()
 
     def close(self) -> None:
         """Close the connection. An embedded server stops only when no other engine, in any
@@ -263,6 +309,9 @@ class MemoryEngine(_EngineBase):
         if self._closed:
             return
         self._closed = True
+        if self._flusher is not None:
+            self._flusher.close()
+            self._flusher = None
         if self._store is not None:
             self._store.client.close()
             self._store = None
@@ -299,6 +348,7 @@ class AsyncMemoryEngine(_EngineBase):
     ) -> None:
         super().__init__(config, embedder=embedder, redis_url=redis_url)
         self._store: AsyncMemoryStore | None = None
+        self._flusher: TaskFlusher | None = None
         self._alock: asyncio.Lock | None = None
 
     async def connect(self) -> Self:
@@ -332,6 +382,10 @@ class AsyncMemoryEngine(_EngineBase):
                     await client.aclose()
                     await self._arelease()
                     raise
+                if self.config.record_access:
+                    self._flusher = TaskFlusher(
+                        AccessLog(store.core.keys), store.run, self.config.access_flush_interval
+                    )
                 self._store = store
         return self._store
 
@@ -365,8 +419,10 @@ class AsyncMemoryEngine(_EngineBase):
         self._check_open()
         store = await self._ready()
         prepared: PreparedWrite = self._core.prepare_write(user_id, items, time.time())
+        uid = prepared.memories[0].user_id
+        prepared = self._core.with_context(prepared, await store.tails(uid, prepared.sessions))
         vectors = await asyncio.to_thread(self._embed_all, prepared.texts, progress)
-        await store.put_many(self._core.records(prepared, vectors))
+        await store.put_many(self._core.records(prepared, vectors), prepared.tails)
         return prepared.memories
 
     async def get(self, user_id: str, memory_id: str) -> Memory:
@@ -383,7 +439,11 @@ class AsyncMemoryEngine(_EngineBase):
         updated, retext = self._core.prepare_update(existing, changes)
         vector = None
         if retext:
-            vector = (await asyncio.to_thread(self.embedder.embed_documents, [updated.text]))[0]
+            store = await self._ready()
+            previous = await store.get(existing.user_id, updated.previous_id) if (
+                updated.previous_id) else None
+            text = self._core.update_embed_text(updated, previous)
+            vector = (await asyncio.to_thread(self.embedder.embed_documents, [text]))[0]
         if not await (await self._ready()).rewrite(updated, vector):
             raise MemoryNotFoundError(existing.user_id, memory_id)
         return updated
@@ -408,31 +468,55 @@ class AsyncMemoryEngine(_EngineBase):
         query: str,
         *,
         k: int = 10,
-        mode: SearchMode | str = SearchMode.VECTOR,
+        mode: SearchMode | str = SearchMode.HYBRID,
         session_id: str | None = None,
         kinds: Iterable[Kind | str] | None = None,
-        since: float | None = None,
-        until: float | None = None,
+        since: float | datetime | None = None,
+        until: float | datetime | None = None,
+        now: float | datetime | None = None,
+        min_score: float | None = None,
+        min_similarity: float | None = None,
+        dedupe: bool | None = None,
+        decay_weight: float | None = None,
+        fusion: str | None = None,
     ) -> list[SearchHit]:
         """See ``MemoryEngine.search``."""
-        req = self._core.search_request(
-            user_id, query, k=k, mode=mode, session_id=session_id, kinds=kinds,
-            since=since, until=until,
+        plan = self._core.plan_search(
+            user_id, query, k=k, mode=mode, clock=time.time(), session_id=session_id,
+            kinds=kinds, since=since, until=until, now=now, min_score=min_score,
+            min_similarity=min_similarity, dedupe=dedupe, decay_weight=decay_weight,
+            fusion=fusion,
         )
         store = await self._ready()
         vector = None
-        if self._core.needs_vector(req):
-            vector = self.embedder.peek(req.query)
+        if self._core.needs_vector(plan):
+            vector = self.embedder.peek(plan.request.query)
             if vector is None:
-                vector = await asyncio.to_thread(self.embedder.embed_query, req.query)
-        command = self._core.search_command(req, vector)
-        return [] if command is None else self._core.hits(req, await store.search(command))
+                vector = await asyncio.to_thread(self.embedder.embed_query, plan.request.query)
+        commands = self._core.search_commands(plan, vector)
+        if not commands:
+            return []
+        keyword, vector_hits = self._core.candidates(plan, await store.search(commands))
+        ids = self._core.candidate_ids(keyword, vector_hits)
+        recalls = dict(zip(ids, await store.recalls(plan.request.user_id, ids), strict=True))
+        hits = self._core.ranked(plan, keyword, vector_hits, recalls)
+        if hits and self._flusher is not None:
+            self._flusher.record(plan.request.user_id, [h.memory.id for h in hits], plan.now)
+        return hits
+
+    async def flush(self) -> None:
+        """See ``MemoryEngine.flush``."""
+        if self._flusher is not None:
+            await self._flusher.flush()
 
     async def close(self) -> None:
         """See ``MemoryEngine.close``."""
         if self._closed:
             return
         self._closed = True
+        if self._flusher is not None:
+            await self._flusher.close()
+            self._flusher = None
         if self._store is not None:
             await self._store.client.aclose()
             self._store = None

@@ -30,8 +30,9 @@ class Role(StrEnum):
 
 
 class SearchMode(StrEnum):
-    """How ``search`` finds candidates."""
+    """How ``search`` finds candidates: both indexes fused (default), or one of them."""
 
+    HYBRID = "hybrid"
     VECTOR = "vector"
     KEYWORD = "keyword"
 
@@ -65,7 +66,11 @@ class NewMemory:
 
 @dataclass(frozen=True, slots=True)
 class Memory:
-    """A stored memory, as ``get``, ``add`` and ``search`` return it."""
+    """A stored memory, as ``get``, ``add`` and ``search`` return it.
+
+    ``previous_id`` is the turn written before this one in the same session (None for the
+    first turn, and for memories without a session).
+    """
 
     id: str
     user_id: str
@@ -80,6 +85,7 @@ class Memory:
     importance: float
     metadata: dict[str, Any]
     replaces: tuple[str, ...] = ()
+    previous_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

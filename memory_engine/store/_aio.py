@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import redis
@@ -12,7 +12,7 @@ from redisvl.index import AsyncSearchIndex
 from ..models import Memory, Vector
 from ._core import StoreCore, keys_of
 from ._errors import is_missing_index, redis_errors
-from ._records import MEMORY_FIELDS
+from ._records import MEMORY_FIELDS, encode_tag
 
 
 class AsyncMemoryStore:
@@ -43,19 +43,53 @@ class AsyncMemoryStore:
             core.check_index(info, await self.client.hgetall(core.keys.meta_key))
             await self.client.hset(core.keys.meta_key, mapping=cast(Any, core.meta_fields()))
 
-    async def put_many(self, records: Sequence[tuple[Memory, Vector]]) -> None:
+    async def put_many(
+        self, records: Sequence[tuple[Memory, Vector, str | None]],
+        tails: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        """Write memories with their vectors and keyword context: one MULTI/EXEC per
+        ``write_batch_size``; the sessions' new tails are written with the last batch."""
         with redis_errors("write memories"):
-            for batch in self.core.batches(records):
+            for batch in self.core.batches(records, tails):
                 pipe = self.client.pipeline(transaction=True)
                 for key, fields in batch:
                     pipe.hset(key, mapping=cast(Any, fields))
                 await pipe.execute()
 
+    async def tails(
+        self, user_id: str, sessions: Sequence[str]
+    ) -> dict[str, list[tuple[str, str | None, str]]]:
+        """The latest stored turns of some sessions, oldest first: (id, name, text)."""
+        if not sessions:
+            return {}
+        keys = self.core.keys
+        with redis_errors("read session context"):
+            raw = await self.client.hmget(keys.tails(user_id), [encode_tag(s) for s in sessions])
+            ids = self.core.tail_ids(sessions, raw)
+            if not ids:
+                return {}
+            pipe = self.client.pipeline(transaction=False)
+            for session_ids in ids.values():
+                for memory_id in session_ids:
+                    pipe.hmget(keys.memory(user_id, memory_id), ["name", "text"])
+            rows = await pipe.execute()
+        return self.core.tail_turns(ids, rows)
+
     async def get(self, user_id: str, memory_id: str) -> Memory | None:
         with redis_errors("read a memory"):
-            key = self.core.keys.memory(user_id, memory_id)
-            values = await self.client.hmget(key, MEMORY_FIELDS)
-        return self.core.read_memory(memory_id, MEMORY_FIELDS, values)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hmget(self.core.keys.memory(user_id, memory_id), MEMORY_FIELDS)
+            pipe.hget(self.core.keys.recalls(user_id), memory_id)
+            values, recalls = await pipe.execute()
+        return self.core.read_memory(memory_id, MEMORY_FIELDS, values, recalls)
+
+    async def recalls(self, user_id: str, memory_ids: Sequence[str]) -> list[Any]:
+        """The recall entries of some memories (None where never recalled)."""
+        if not memory_ids:
+            return []
+        with redis_errors("read recalls"):
+            values: list[Any] = await self.client.hmget(self.core.keys.recalls(user_id), memory_ids)
+            return values
 
     async def rewrite(self, memory: Memory, vector: Vector | None) -> bool:
         with redis_errors("update a memory"):
@@ -63,7 +97,11 @@ class AsyncMemoryStore:
 
     async def delete(self, user_id: str, memory_id: str) -> bool:
         with redis_errors("delete a memory"):
-            return bool(await self.client.delete(self.core.keys.memory(user_id, memory_id)))
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(self.core.keys.memory(user_id, memory_id))
+            pipe.hdel(self.core.keys.recalls(user_id), memory_id)
+            deleted, _ = await pipe.execute()
+            return bool(deleted)
 
     async def forget_user(self, user_id: str) -> int:
         deleted = 0
@@ -75,6 +113,7 @@ class AsyncMemoryStore:
             pattern = self.core.keys.user_pattern(user_id)
             async for key in self.client.scan_iter(match=pattern, count=1000):
                 deleted += int(await self.client.delete(key))
+            await self.client.delete(*self.core.keys.user_keys(user_id))
         return deleted
 
     async def count(self, user_id: str) -> int:
@@ -82,7 +121,21 @@ class AsyncMemoryStore:
             reply = await self.client.execute_command(*self.core.count_command(user_id))
             return int(reply[0])
 
-    async def search(self, command: Sequence[object]) -> list[Any]:
+    async def search(self, commands: Sequence[Sequence[object]]) -> list[list[Any]]:
+        """Run FT.SEARCH commands in one round trip (a pipeline, not a transaction)."""
         with redis_errors("search"):
-            reply: list[Any] = await self.client.execute_command(*command)
-            return reply
+            if len(commands) == 1:
+                return [await self.client.execute_command(*commands[0])]
+            pipe = self.client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            replies: list[list[Any]] = await pipe.execute()
+            return replies
+
+    async def run(self, commands: Sequence[Sequence[object]]) -> None:
+        """Run commands in one pipelined round trip (recall bookkeeping)."""
+        with redis_errors("record recalls"):
+            pipe = self.client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            await pipe.execute()

@@ -5,7 +5,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,14 +14,16 @@ from redisvl.query.filter import Tag
 
 from ..exceptions import SchemaMismatchError
 from ..models import Memory, Vector
-from ._records import KeySpace, encode_tag, from_hash, to_hash
+from ._records import KeySpace, encode_tag, from_hash, to_hash, with_recalls
 from ._schema import SCHEMA_VERSION, build_schema, check_compatible, schema_dict
 
 # HSET only if the key exists, in one atomic step: an update racing a delete must not
-# resurrect a half-written memory.
+# resurrect a half-written memory. The recalls counted so far are folded into the rewritten
+# memory by the caller, so their side entry (KEYS[2], field ARGV[1]) is dropped.
 UPDATE_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
 """
 FORGET_BATCH = 500
@@ -80,26 +83,55 @@ class StoreCore:
             )
 
     def batches(
-        self, records: Sequence[tuple[Memory, Vector]]
+        self, records: Sequence[tuple[Memory, Vector, str | None]],
+        tails: Mapping[str, Sequence[str]] | None = None,
     ) -> list[list[tuple[str, dict[str, Any]]]]:
-        """(key, fields) pairs, grouped into write transactions."""
+        """(key, fields) pairs, grouped into write transactions; the session tails go with
+        the last one."""
         size = self.settings.write_batch_size
-        pairs = [(self.keys.memory(m.user_id, m.id), to_hash(m, v)) for m, v in records]
-        return [pairs[i : i + size] for i in range(0, len(pairs), size)]
+        pairs = [(self.keys.memory(m.user_id, m.id), to_hash(m, v, c)) for m, v, c in records]
+        groups = [pairs[i : i + size] for i in range(0, len(pairs), size)]
+        if tails and records:
+            fields: dict[str, Any] = {
+                encode_tag(s): json.dumps(list(ids)) for s, ids in tails.items()
+            }
+            groups[-1].append((self.keys.tails(records[0][0].user_id), fields))
+        return groups
+
+    def tail_ids(self, sessions: Sequence[str], raw: Sequence[Any]) -> dict[str, list[str]]:
+        """Session -> ids of its latest turns, from HMGET of the tails hash."""
+        return {s: json.loads(v) for s, v in zip(sessions, raw, strict=True) if v}
+
+    @staticmethod
+    def tail_turns(
+        tail_ids: Mapping[str, Sequence[str]], rows: Sequence[Sequence[Any]]
+    ) -> dict[str, list[tuple[str, str | None, str]]]:
+        """Session -> (id, name, text) of its latest turns; rows are HMGET name, text in the
+        order of ``tail_ids``. Turns deleted since are skipped."""
+        out: dict[str, list[tuple[str, str | None, str]]] = {}
+        it = iter(rows)
+        for session, ids in tail_ids.items():
+            turns = out.setdefault(session, [])
+            for memory_id in ids:
+                name, text = next(it)
+                if text is not None:
+                    turns.append((memory_id, name.decode() if name else None, text.decode()))
+        return out
 
     def update_args(self, memory: Memory, vector: Vector | None) -> list[Any]:
         """EVAL arguments that rewrite an existing memory (and its vector, if given)."""
         fields = to_hash(memory, vector)
         flat: list[Any] = [x for pair in fields.items() for x in pair]
-        return ["EVAL", UPDATE_IF_EXISTS, 1, self.keys.memory(memory.user_id, memory.id), *flat]
+        keys = [self.keys.memory(memory.user_id, memory.id), self.keys.recalls(memory.user_id)]
+        return ["EVAL", UPDATE_IF_EXISTS, 2, *keys, memory.id, *flat]
 
     def read_memory(
-        self, memory_id: str, fields: Sequence[str], values: Sequence[Any]
+        self, memory_id: str, fields: Sequence[str], values: Sequence[Any], recalls: Any
     ) -> Memory | None:
-        """A Memory from HMGET values, or None when the key does not exist."""
+        """A Memory from HMGET values and its recall entry, or None when it does not exist."""
         if all(v is None for v in values):
             return None
-        return from_hash(memory_id, dict(zip(fields, values, strict=True)))
+        return with_recalls(from_hash(memory_id, dict(zip(fields, values, strict=True))), recalls)
 
     def user_query(self, user_id: str) -> str:
         return str(Tag("user_id") == encode_tag(user_id))

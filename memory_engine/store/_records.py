@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -19,7 +20,7 @@ _ID = re.compile(r"^[0-9a-f]{32}$")
 # Fields read back for a Memory (everything but the vector).
 MEMORY_FIELDS = (
     "user_id", "session_id", "kind", "role", "name", "text", "created_at",
-    "last_accessed", "access_count", "importance", "metadata", "replaces",
+    "last_accessed", "access_count", "importance", "metadata", "replaces", "previous_id",
 )
 
 
@@ -57,8 +58,20 @@ class KeySpace:
         self.memory_prefix = f"{prefix}:mem:"
         self.meta_key = f"{prefix}:meta"
 
+    def recalls(self, user_id: str) -> str:
+        """The user's recall hash: memory id -> ``"<count>|<last recall time>"``."""
+        return f"{self.prefix}:acc:{{{encode_tag(user_id)}}}"
+
+    def tails(self, user_id: str) -> str:
+        """The user's session tails: session -> ids of its latest turns, oldest first."""
+        return f"{self.prefix}:tail:{{{encode_tag(user_id)}}}"
+
     def memory(self, user_id: str, memory_id: str) -> str:
         return f"{self.memory_prefix}{{{encode_tag(user_id)}}}:{memory_id}"
+
+    def user_keys(self, user_id: str) -> list[str]:
+        """The user's keys that are not memories."""
+        return [self.recalls(user_id), self.tails(user_id)]
 
     def user_pattern(self, user_id: str) -> str:
         """SCAN pattern of every memory key of one user."""
@@ -69,8 +82,11 @@ class KeySpace:
         return key.rsplit(":", 1)[1]
 
 
-def to_hash(memory: Memory, vector: Vector | None) -> dict[str, str | bytes | float | int]:
-    """The HASH fields stored for a memory; without ``embedding`` when ``vector`` is None."""
+def to_hash(
+    memory: Memory, vector: Vector | None, context: str | None = None
+) -> dict[str, str | bytes | float | int]:
+    """The HASH fields stored for a memory; without ``embedding`` when ``vector`` is None and
+    without ``context`` (the words of the turn before it, keyword-indexed) when that is None."""
     fields: dict[str, str | bytes | float | int] = {
         "user_id": encode_tag(memory.user_id),
         "session_id": encode_tag(memory.session_id) if memory.session_id else "",
@@ -84,7 +100,10 @@ def to_hash(memory: Memory, vector: Vector | None) -> dict[str, str | bytes | fl
         "importance": memory.importance,
         "metadata": json.dumps(memory.metadata, ensure_ascii=False, allow_nan=False),
         "replaces": json.dumps(list(memory.replaces)) if memory.replaces else "",
+        "previous_id": memory.previous_id or "",
     }
+    if context is not None:
+        fields["context"] = context
     if vector is not None:
         fields["embedding"] = np.asarray(vector, dtype=np.float32).tobytes()
     return fields
@@ -116,6 +135,24 @@ def from_hash(memory_id: str, raw: dict[str, Any]) -> Memory:
             importance=float(_text(raw, "importance")),
             metadata=json.loads(_text(raw, "metadata") or "{}"),
             replaces=tuple(json.loads(replaces)) if replaces else (),
+            previous_id=_text(raw, "previous_id") or None,
         )
     except (KeyError, ValueError) as exc:
         raise StoreError(f"memory {memory_id} is stored in an unreadable form: {exc}") from exc
+
+
+def with_recalls(memory: Memory, stat: bytes | str | None) -> Memory:
+    """``memory`` with the recalls recorded since it was last written folded in.
+
+    Recalls live in a side hash rather than the memory's own: rewriting an indexed hash makes
+    RediSearch re-index the whole document (vector included) and skews BM25 statistics.
+    """
+    if not stat:
+        return memory
+    text = stat.decode() if isinstance(stat, bytes) else stat
+    count, _, last = text.partition("|")
+    return dataclasses.replace(
+        memory,
+        access_count=memory.access_count + int(count),
+        last_accessed=max(memory.last_accessed, float(last)),
+    )

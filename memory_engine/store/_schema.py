@@ -8,7 +8,7 @@ from redisvl.schema import IndexSchema
 
 from ..exceptions import SchemaMismatchError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _FLAGS = {
     "SORTABLE", "UNF", "NOSTEM", "NOINDEX", "CASESENSITIVE", "WITHSUFFIXTRIE",
     "INDEXEMPTY", "INDEXMISSING", "PHONETIC",
@@ -28,6 +28,10 @@ def schema_dict(
             {"name": "kind", "type": "tag", "attrs": tag},
             {"name": "role", "type": "tag", "attrs": tag},
             {"name": "text", "type": "text"},
+            # The speaker and the turn before this one: questions name people, and a reply
+            # ("Wow, that's great!") is found by what it answers.
+            {"name": "name", "type": "text"},
+            {"name": "context", "type": "text", "attrs": {"weight": 0.3}},
             # Timestamps are indexed under an alias: FT.SEARCH returns an indexed NUMERIC
             # attribute rounded to 12 digits (10 ms today), but a hash field by its own name
             # exactly. Filters use the alias, hits read the field.

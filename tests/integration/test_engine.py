@@ -37,7 +37,7 @@ def test_vector_search_finds_by_meaning(engine: MemoryEngine) -> None:
         "My sister Ana lives in Toronto",
         "I run four times a week to train for a half marathon",
     ])
-    hits = engine.search("alice", "which foods must she avoid?", k=3)
+    hits = engine.search("alice", "which foods must she avoid?", k=3, mode="vector")
     assert next(h.memory.text for h in hits) == "I am severely allergic to peanuts"
     assert hits[0].parts.vector == pytest.approx(hits[0].score)
     assert hits[0].parts.keyword is None
@@ -71,13 +71,13 @@ def test_filters_session_kind_and_time(engine: MemoryEngine) -> None:
 
 def test_update_re_embeds_changed_text(engine: MemoryEngine) -> None:
     memory = engine.add("alice", "I live in Lisbon")
-    assert engine.search("alice", "snowy mountains and skiing", k=1)[0].score < 0.3
+    assert engine.search("alice", "snowy mountains and skiing", k=1, mode="vector")[0].score < 0.3
     updated = engine.update("alice", memory.id, text="I go skiing in the snowy Alps every winter",
                             importance=0.8)
     assert updated.text.startswith("I go skiing")
     assert updated.importance == 0.8
     assert engine.get("alice", memory.id) == updated
-    hit = engine.search("alice", "snowy mountains and skiing", k=1)[0]
+    hit = engine.search("alice", "snowy mountains and skiing", k=1, mode="vector")[0]
     assert hit.memory.id == memory.id
     assert hit.score > 0.5
     assert engine.search("alice", "Lisbon", mode="keyword") == []
@@ -122,7 +122,7 @@ def test_long_text_is_embedded_whole(engine: MemoryEngine) -> None:
     tail = engine.add("alice", filler + "Her passport number ends in 4471 and expires in May.")
     assert len(tail.text) > 3000
     assert engine.get("alice", tail.id).text == tail.text
-    hits = engine.search("alice", "when does her passport expire?", k=2)
+    hits = engine.search("alice", "when does her passport expire?", k=2, mode="vector")
     assert [h.memory.id for h in hits] == [tail.id, plain.id]
     assert hits[0].score - hits[1].score > 0.01
 

@@ -19,7 +19,8 @@ def _info(
         [b"identifier", name, b"attribute", name, b"type", b"TAG", b"SEPARATOR", b",", *tag]
         for name in (b"user_id", b"session_id", b"kind", b"role")
     ]
-    attrs.append([b"identifier", b"text", b"attribute", b"text", b"type", b"TEXT", b"WEIGHT", b"1"])
+    for name in (b"text", b"name", b"context"):
+        attrs.append([b"identifier", name, b"attribute", name, b"type", b"TEXT", b"WEIGHT", b"1"])
     for path, name in ((created_path, b"created"), (b"last_accessed", b"accessed"),
                        (b"access_count", b"access_count"), (b"importance", b"importance")):
         attrs.append([b"identifier", path, b"attribute", name, b"type", b"NUMERIC"])
