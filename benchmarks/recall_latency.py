@@ -3,19 +3,19 @@
 What it measures, in one run against one index, each over the same list of (user, query)
 pairs, after a warmup, one client, ``time.perf_counter`` around every call:
 
-* ``raw_knn``    - the engine's own FT.SEARCH KNN command (built by
-  ``memory_engine.retrieval._queries.vector_command``, user TAG pre-filter), sent with a plain
-  redis-py client: Redis round trip and server time only.
-* ``raw_bm25``   - the same for the BM25 keyword command (``keyword_command``).
-* ``vector``     - ``MemoryEngine.search(mode="vector")`` with the query embedding already in
-  the engine's query cache (every query is searched once before timing; the cache hit rate
-  of the timed calls is reported): validation, command building, Redis, result parsing.
-* ``keyword``    - ``MemoryEngine.search(mode="keyword")``.
-* ``vector_e2e`` - ``MemoryEngine.search(mode="vector")`` on a second engine with
-  ``query_cache_size=0``, so every call embeds its query with the bundled all-MiniLM-L6-v2.
+* ``raw_knn``, ``raw_bm25``, ``raw_hybrid`` - the FT.SEARCH commands the engine itself sends
+  for vector, keyword and hybrid search (built by its own planner: same filter, same candidate
+  depth), sent with a plain redis-py client; ``raw_hybrid`` pipelines its two commands in one
+  round trip, as the engine does. Redis round trip and server time only: the floor.
+* ``vector``, ``keyword``, ``hybrid`` - ``MemoryEngine.search`` in that mode with the query
+  embedding already in the engine's query cache (every query is searched once before timing;
+  the cache hit rate of the timed calls is reported): validation, commands, Redis, the
+  recall-count lookup, parsing, fusion and ranking.
+* ``vector_e2e``, ``hybrid_e2e`` - the same on a second engine with ``query_cache_size=0``, so
+  every call embeds its query with the bundled all-MiniLM-L6-v2.
 
-Each gets p50 / p95 / p99 latency in ms and QPS (calls / wall time of the timed loop).
-The ratios ``vector / raw_knn`` and ``keyword / raw_bm25`` (p50) are the engine's overhead.
+Each gets p50 / p95 / p99 latency in ms and QPS (calls / wall time of the timed loop). The
+ratios of engine to raw p50 are the engine's overhead.
 
 The corpus is synthetic and reproducible (``--seed``): sentences from a shared vocabulary of a
 few hundred words, with clustered 384-dimensional unit vectors (cluster centroid + gaussian
@@ -57,8 +57,7 @@ import numpy.typing as npt
 import redis
 from tqdm import tqdm
 
-from memory_engine import EngineConfig, MemoryEngine, NewMemory, SearchMode
-from memory_engine.retrieval._queries import SearchRequest, keyword_command, vector_command
+from memory_engine import EngineConfig, MemoryEngine, NewMemory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
@@ -331,65 +330,78 @@ def reply_ids(reply: Sequence[Any], with_scores: bool) -> list[str]:
 
 def consistency(
     engine: MemoryEngine, client: redis.Redis, queries: Sequence[tuple[str, str]],
-    vector_cmds: Sequence[list[object]], keyword_cmds: Sequence[list[object]], k: int,
+    raw: dict[str, Sequence[list[list[object]]]], k: int,
 ) -> dict[str, Any]:
-    """Whether the engine returns exactly the memories of the raw command, on a sample."""
+    """Whether every memory the engine returns is in the raw replies of the same commands
+    (the engine re-ranks the candidates, so order and cut can differ), on a sample."""
     n = min(CONSISTENCY_CHECKS, len(queries))
-    same = {"vector": 0, "keyword": 0}
-    hits = {"vector": 0, "keyword": 0}
-    for (user, text), vcmd, kcmd in zip(queries[:n], vector_cmds, keyword_cmds, strict=False):
-        for mode, cmd, scored in (("vector", vcmd, False), ("keyword", kcmd, True)):
+    out: dict[str, Any] = {"checked": n}
+    for mode, commands in raw.items():
+        inside = returned = 0
+        for (user, text), cmds in zip(queries[:n], commands, strict=False):
+            raw_ids: set[str] = set()
+            for cmd in cmds:
+                raw_ids |= set(reply_ids(client.execute_command(*cmd), "WITHSCORES" in cmd))
             engine_ids = [h.memory.id for h in engine.search(user, text, k=k, mode=mode)]
-            same[mode] += engine_ids == reply_ids(client.execute_command(*cmd), scored)
-            hits[mode] += len(engine_ids)
-    return {
-        "checked": n,
-        "vector_same_ids": round(same["vector"] / n, 4),
-        "keyword_same_ids": round(same["keyword"] / n, 4),
-        "vector_mean_hits": round(hits["vector"] / n, 2),
-        "keyword_mean_hits": round(hits["keyword"] / n, 2),
-    }
+            inside += sum(i in raw_ids for i in engine_ids)
+            returned += len(engine_ids)
+        out[f"{mode}_hits_in_raw"] = round(inside / max(returned, 1), 4)
+        out[f"{mode}_mean_hits"] = round(returned / n, 2)
+    return out
 
 
 def run_measurements(
     engine: MemoryEngine, e2e: MemoryEngine, client: redis.Redis,
     queries: Sequence[tuple[str, str]], k: int, warmup: int,
 ) -> tuple[list[Measurement], dict[str, Any]]:
-    """The five timed loops over the same (user, query) list, plus a consistency check."""
-    index, ef = engine.config.index_name, engine.config.hnsw_ef_runtime
-    vector_cmds: list[list[object]] = []
-    keyword_cmds: list[list[object]] = []
+    """The timed loops over the same (user, query) list, plus a consistency check.
+
+    The raw commands are the ones the engine itself sends for each mode (built by its own
+    planner, same candidate depth), so ``raw_*`` is the floor under the engine's calls.
+    """
+    raw: dict[str, list[list[list[object]]]] = {"vector": [], "keyword": [], "hybrid": []}
     for user, text in tqdm(queries, desc="embed queries", unit="q", file=sys.stderr):
         vector = engine.embedder.embed_query(text)  # also fills the engine's query cache
-        vector_cmds.append(vector_command(
-            index, SearchRequest(user, text, k, SearchMode.VECTOR), vector, ef_runtime=ef,
-        ))
-        command = keyword_command(index, SearchRequest(user, text, k, SearchMode.KEYWORD))
-        if command is None:
-            raise ValueError(f"query {text!r} has no searchable word")
-        keyword_cmds.append(command)
+        for mode in raw:
+            plan = engine._core.plan_search(user, text, k=k, mode=mode, clock=time.time())
+            raw[mode].append(engine._core.search_commands(plan, vector))
+    if any(len(cmds) != 2 for cmds in raw["hybrid"]):
+        raise ValueError("a query has no searchable word for the keyword half")
 
     def search(eng: MemoryEngine, user: str, text: str, mode: str) -> Callable[[], object]:
         return functools.partial(eng.search, user, text, k=k, mode=mode)
 
-    raw_knn = [functools.partial(client.execute_command, *c) for c in vector_cmds]
-    raw_bm25 = [functools.partial(client.execute_command, *c) for c in keyword_cmds]
-    vector = [search(engine, u, t, "vector") for u, t in queries]
-    keyword = [search(engine, u, t, "keyword") for u, t in queries]
-    vector_e2e = [search(e2e, u, t, "vector") for u, t in queries]
+    def pipelined(cmds: list[list[object]]) -> Callable[[], object]:
+        def call() -> object:
+            pipe = client.pipeline(transaction=False)
+            for cmd in cmds:
+                pipe.execute_command(*cmd)
+            return pipe.execute()
+        return call
 
-    for call in vector:  # every query text searched once: the timed calls hit the cache
+    calls: dict[str, list[Callable[[], object]]] = {
+        "raw_knn": [functools.partial(client.execute_command, *c[0]) for c in raw["vector"]],
+        "raw_bm25": [functools.partial(client.execute_command, *c[0]) for c in raw["keyword"]],
+        "raw_hybrid": [pipelined(c) for c in raw["hybrid"]],
+    }
+    for mode in ("vector", "keyword", "hybrid"):
+        calls[mode] = [search(engine, u, t, mode) for u, t in queries]
+    for mode in ("vector", "hybrid"):
+        calls[f"{mode}_e2e"] = [search(e2e, u, t, mode) for u, t in queries]
+    for call in calls["vector"]:  # every query text searched once: timed calls hit the cache
         call()
-    results = [
-        measure("raw_knn", raw_knn, warmup),
-        with_cache_rate(engine, lambda: measure("vector", vector, warmup)),
-        measure("raw_bm25", raw_bm25, warmup),
-        measure("keyword", keyword, warmup),
-        with_cache_rate(e2e, lambda: measure("vector_e2e", vector_e2e, warmup)),
-    ]
-    order = ["raw_knn", "raw_bm25", "vector", "keyword", "vector_e2e"]
+    results = []
+    for name, loop in calls.items():
+        cached = engine if name in ("vector", "hybrid") else e2e if name.endswith("_e2e") else None
+        if cached is None:
+            results.append(measure(name, loop, warmup))
+        else:
+            results.append(with_cache_rate(
+                cached, functools.partial(measure, name, loop, warmup)))
+    order = ["raw_knn", "raw_bm25", "raw_hybrid", "vector", "keyword", "hybrid",
+             "vector_e2e", "hybrid_e2e"]
     results.sort(key=lambda m: order.index(m.name))
-    return results, consistency(engine, client, queries, vector_cmds, keyword_cmds, k)
+    return results, consistency(engine, client, queries, raw, k)
 
 
 def ratios(results: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -397,6 +409,9 @@ def ratios(results: Sequence[dict[str, Any]]) -> dict[str, float]:
     return {
         "vector_over_raw_knn_p50": round(p50["vector"] / p50["raw_knn"], 3),
         "keyword_over_raw_bm25_p50": round(p50["keyword"] / p50["raw_bm25"], 3),
+        "hybrid_over_raw_hybrid_p50": round(p50["hybrid"] / p50["raw_hybrid"], 3),
+        "hybrid_over_raw_knn_plus_bm25_p50": round(
+            p50["hybrid"] / (p50["raw_knn"] + p50["raw_bm25"]), 3),
         "vector_e2e_over_vector_p50": round(p50["vector_e2e"] / p50["vector"], 3),
     }
 
@@ -454,8 +469,8 @@ def print_table(report: dict[str, Any]) -> None:
     for name, value in report["ratios"].items():
         print(f"{name:<28}{value:>8.2f}x")
     check = report["consistency"]
-    print(f"engine == raw on {check['checked']} queries: vector {check['vector_same_ids']:.0%}, "
-          f"keyword {check['keyword_same_ids']:.0%}")
+    print(f"engine hits found in the raw replies ({check['checked']} queries): " + ", ".join(
+        f"{m} {check[f'{m}_hits_in_raw']:.0%}" for m in ("vector", "keyword", "hybrid")))
 
 
 # --- Entry point -------------------------------------------------------------------------

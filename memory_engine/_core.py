@@ -157,10 +157,11 @@ class EngineCore:
         ]
 
     @staticmethod
-    def update_embed_text(updated: Memory, previous: Memory | None) -> str:
-        """What a rewritten memory is embedded as: itself after the turn before it."""
-        own = speaker_line(updated.name, updated.text)
-        return f"{speaker_line(previous.name, previous.text)}\n{own}" if previous else own
+    def update_embed_text(updated: Memory, before: Sequence[Memory]) -> str:
+        """What a rewritten memory is embedded as: the turns before it (oldest first, as
+        many as ``context_turns``), then itself, as ``add`` embeds it."""
+        return "\n".join([*(speaker_line(m.name, m.text) for m in before),
+                          speaker_line(updated.name, updated.text)])
 
     def prepare_update(self, existing: Memory, changes: Mapping[str, Any]) -> tuple[Memory, bool]:
         """The updated memory, and whether its text changed (so it must be re-embedded)."""
@@ -177,8 +178,10 @@ class EngineCore:
         }
         for name, value in changes.items():
             values[name] = validators[name](value)
+        if values.get("session_id", existing.session_id) != existing.session_id:
+            values["previous_id"] = None  # it no longer follows anything in its new session
         updated = dataclasses.replace(existing, **values)
-        return updated, updated.text != existing.text
+        return updated, (updated.text, updated.name) != (existing.text, existing.name)
 
     def ranking_options(self) -> RankingOptions:
         """The configured ranking defaults."""
@@ -222,7 +225,7 @@ class EngineCore:
         )
         reranked = (
             req.mode is SearchMode.HYBRID or options.decay_weight > 0 or options.dedupe
-            or options.min_similarity is not None or options.context_credit > 0
+            or options.min_similarity is not None
         )
         candidates = max(req.k, self.config.hybrid_candidates) if reranked else req.k
         when = check.timestamp(now, "now")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -11,6 +12,10 @@ from pathlib import Path
 from .exceptions import ConfigurationError
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def default_home() -> Path:
@@ -116,18 +121,20 @@ class EngineConfig:
         unit = ("decay_weight", "importance_weight")
         for name in unit:
             value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0 <= value <= 1:
+            if not _finite(value) or not 0 <= value <= 1:
                 raise ConfigurationError(f"{name} must be a number from 0 to 1; got {value!r}")
         if isinstance(self.context_turns, bool) or not isinstance(self.context_turns, int) or (
                 self.context_turns < 0):
             raise ConfigurationError(f"context_turns must be 0 or more; got {self.context_turns!r}")
         for name in ("keyword_weight", "vector_weight", "decay_reinforcement", "context_credit"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or value < 0:
-                raise ConfigurationError(f"{name} must be a number >= 0; got {value!r}")
+            if not _finite(value) or value < 0:
+                raise ConfigurationError(f"{name} must be a finite number >= 0; got {value!r}")
+        if self.keyword_weight + self.vector_weight <= 0:
+            raise ConfigurationError("keyword_weight and vector_weight must not both be 0")
         for name in ("decay_strength_days", "access_flush_interval"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or value <= 0:
+            if not _finite(value) or value <= 0:
                 raise ConfigurationError(f"{name} must be a positive number; got {value!r}")
         if not isinstance(self.home, Path):
             object.__setattr__(self, "home", Path(self.home))

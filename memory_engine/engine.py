@@ -219,10 +219,8 @@ class MemoryEngine(_EngineBase):
         updated, retext = self._core.prepare_update(existing, changes)
         vector = None
         if retext:
-            store = self._ready()
-            previous = store.get(existing.user_id, updated.previous_id) if (
-                updated.previous_id) else None
-            text = self._core.update_embed_text(updated, previous)
+            before = self._ready().turns_before(updated, self.config.context_turns)
+            text = self._core.update_embed_text(updated, before)
             vector = self.embedder.embed_documents([text])[0]
         if not self._ready().rewrite(updated, vector):
             raise MemoryNotFoundError(existing.user_id, memory_id)
@@ -439,10 +437,8 @@ class AsyncMemoryEngine(_EngineBase):
         updated, retext = self._core.prepare_update(existing, changes)
         vector = None
         if retext:
-            store = await self._ready()
-            previous = await store.get(existing.user_id, updated.previous_id) if (
-                updated.previous_id) else None
-            text = self._core.update_embed_text(updated, previous)
+            before = await (await self._ready()).turns_before(updated, self.config.context_turns)
+            text = self._core.update_embed_text(updated, before)
             vector = (await asyncio.to_thread(self.embedder.embed_documents, [text]))[0]
         if not await (await self._ready()).rewrite(updated, vector):
             raise MemoryNotFoundError(existing.user_id, memory_id)

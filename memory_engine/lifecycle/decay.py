@@ -38,10 +38,10 @@ class DecayPolicy:
     importance_weight: float = 0.3
 
     def __post_init__(self) -> None:
-        if not self.strength_days > 0:
+        if not (math.isfinite(self.strength_days) and self.strength_days > 0):
             raise ValueError(f"strength_days must be positive; got {self.strength_days}")
-        if self.reinforcement < 0:
-            raise ValueError(f"reinforcement must be >= 0; got {self.reinforcement}")
+        if not (math.isfinite(self.reinforcement) and self.reinforcement >= 0):
+            raise ValueError(f"reinforcement must be finite and >= 0; got {self.reinforcement}")
         if not 0 <= self.importance_weight <= 1:
             raise ValueError(f"importance_weight must be in [0, 1]; got {self.importance_weight}")
 

@@ -32,9 +32,10 @@ class RankingOptions:
         rrf_k: The RRF constant; larger flattens the difference between ranks.
         keyword_weight: Weight of the BM25 ranking in fusion.
         vector_weight: Weight of the vector ranking in fusion.
-        context_credit: Share of a candidate's score added to the candidate it follows in
-            its session (``previous_id``). Turns are indexed with the turn before them, so a
-            match on a reply may be a match on what it replies to.
+        context_credit: Hybrid mode: share of a candidate's fused score added to the candidate
+            it follows in its session (``previous_id``). Turns are indexed with the turn before
+            them, so a match on a reply may be a match on what it replies to. Single modes
+            keep their raw score (cosine similarity, BM25).
         decay_weight: 0 ignores time; up to 1 lets decayed memories sink (see lifecycle.decay).
         decay: The forgetting-curve parameters.
         min_score: Drop hits whose final score is below this.
@@ -80,13 +81,14 @@ def _base_scores(
 def _credit_previous(
     base: dict[str, float], memories: dict[str, Memory], credit: float
 ) -> dict[str, float]:
-    """Add ``credit`` times each candidate's score to the candidate it follows."""
+    """Add ``credit`` times each candidate's score to the candidate it follows, then divide
+    by ``1 + credit`` so fused scores stay within (0, 1]."""
     out = dict(base)
     for doc, score in base.items():
         previous = memories[doc].previous_id
         if previous is not None and previous in out:
             out[previous] += credit * score
-    return out
+    return {doc: score / (1.0 + credit) for doc, score in out.items()}
 
 
 def _words(text: str) -> frozenset[str]:
@@ -128,7 +130,7 @@ def rank(
         vector = [h for h in vector if (h.score >= options.min_similarity)]
     base = _base_scores(mode, keyword, vector, options)
     memories: dict[str, Memory] = {h.memory.id: h.memory for h in (*vector, *keyword)}
-    if options.context_credit > 0:
+    if options.context_credit > 0 and mode is SearchMode.HYBRID:
         base = _credit_previous(base, memories, options.context_credit)
     kw_part = {h.memory.id: h.score for h in keyword}
     vec_part = {h.memory.id: h.score for h in vector}

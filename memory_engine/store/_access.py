@@ -96,6 +96,7 @@ class ThreadFlusher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._writing = threading.Lock()  # flush() waits for a write already under way
         self.failures = 0
 
     def record(self, user_id: str, memory_ids: Sequence[str], now: float) -> None:
@@ -107,14 +108,17 @@ class ThreadFlusher:
             self._wake.set()
 
     def flush(self) -> None:
-        """Write everything pending now, in the calling thread."""
-        commands = self._access.drain()
-        if commands:
-            try:
-                self._run(commands)
-            except MemoryEngineError as exc:  # a lost recall count must not break searches
-                self.failures += 1
-                log.warning("memory-engine: could not record %d recalls: %s", len(commands), exc)
+        """Write everything pending now, in the calling thread; when it returns, every
+        recall recorded before the call is in Redis."""
+        with self._writing:
+            commands = self._access.drain()
+            if commands:
+                try:
+                    self._run(commands)
+                except MemoryEngineError as exc:  # a lost recall count must not break searches
+                    self.failures += 1
+                    log.warning("memory-engine: could not record %d recalls: %s",
+                                len(commands), exc)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -141,6 +145,7 @@ class TaskFlusher:
         self._interval = interval
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._writing: asyncio.Lock | None = None
         self.failures = 0
 
     def record(self, user_id: str, memory_ids: Sequence[str], now: float) -> None:
@@ -151,13 +156,18 @@ class TaskFlusher:
             self._wake.set()
 
     async def flush(self) -> None:
-        commands = self._access.drain()
-        if commands:
-            try:
-                await self._run(commands)
-            except MemoryEngineError as exc:  # a lost recall count must not break searches
-                self.failures += 1
-                log.warning("memory-engine: could not record %d recalls: %s", len(commands), exc)
+        """See ``ThreadFlusher.flush``."""
+        if self._writing is None:
+            self._writing = asyncio.Lock()
+        async with self._writing:
+            commands = self._access.drain()
+            if commands:
+                try:
+                    await self._run(commands)
+                except MemoryEngineError as exc:  # a lost recall count must not break searches
+                    self.failures += 1
+                    log.warning("memory-engine: could not record %d recalls: %s",
+                                len(commands), exc)
 
     async def _loop(self) -> None:
         assert self._wake is not None

@@ -83,6 +83,18 @@ class AsyncMemoryStore:
             values, recalls = await pipe.execute()
         return self.core.read_memory(memory_id, MEMORY_FIELDS, values, recalls)
 
+    async def turns_before(self, memory: Memory, depth: int) -> list[Memory]:
+        """Up to ``depth`` turns before ``memory`` in its session, oldest first."""
+        before: list[Memory] = []
+        previous_id = memory.previous_id
+        while previous_id and len(before) < depth:
+            previous = await self.get(memory.user_id, previous_id)
+            if previous is None:
+                break
+            before.insert(0, previous)
+            previous_id = previous.previous_id
+        return before
+
     async def recalls(self, user_id: str, memory_ids: Sequence[str]) -> list[Any]:
         """The recall entries of some memories (None where never recalled)."""
         if not memory_ids:

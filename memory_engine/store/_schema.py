@@ -29,9 +29,10 @@ def schema_dict(
             {"name": "role", "type": "tag", "attrs": tag},
             {"name": "text", "type": "text"},
             # The speaker and the turn before this one: questions name people, and a reply
-            # ("Wow, that's great!") is found by what it answers.
+            # ("Wow, that's great!") is found by what it answers. (No field weight: the
+            # classic BM25 scorer ignores weights.)
             {"name": "name", "type": "text"},
-            {"name": "context", "type": "text", "attrs": {"weight": 0.3}},
+            {"name": "context", "type": "text"},
             # Timestamps are indexed under an alias: FT.SEARCH returns an indexed NUMERIC
             # attribute rounded to 12 digits (10 ms today), but a hash field by its own name
             # exactly. Filters use the alias, hits read the field.

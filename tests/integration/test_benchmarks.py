@@ -13,7 +13,8 @@ import pytest
 pytestmark = pytest.mark.integration
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "recall_latency.py"
-NAMES = {"raw_knn", "raw_bm25", "vector", "keyword", "vector_e2e"}
+NAMES = {"raw_knn", "raw_bm25", "raw_hybrid", "vector", "keyword", "hybrid", "vector_e2e",
+         "hybrid_e2e"}
 
 
 def test_recall_latency_quick(redis_url: str, tmp_path: Path) -> None:
@@ -37,10 +38,13 @@ def test_recall_latency_quick(redis_url: str, tmp_path: Path) -> None:
         assert r["clients"] == 1, name
         assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"], (name, r)
         assert r["qps"] > 0, name
-    assert results["vector"]["query_cache_hit_rate"] == 1.0  # query embedding excluded
-    assert results["vector_e2e"]["query_cache_hit_rate"] == 0.0  # query embedding included
-    assert report["consistency"]["vector_same_ids"] == 1.0
-    assert report["consistency"]["keyword_same_ids"] == 1.0
+    for mode in ("vector", "hybrid"):
+        assert results[mode]["query_cache_hit_rate"] == 1.0  # query embedding excluded
+        assert results[f"{mode}_e2e"]["query_cache_hit_rate"] == 0.0  # embedding included
+    for mode in ("vector", "keyword", "hybrid"):  # the raw floor is the engine's own command
+        assert report["consistency"][f"{mode}_hits_in_raw"] == 1.0
+        assert report["consistency"][f"{mode}_mean_hits"] > 0
+    assert report["ratios"]["hybrid_over_raw_hybrid_p50"] > 0
 
     png = out.with_suffix(".png")
     assert png.is_file()

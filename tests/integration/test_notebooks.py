@@ -34,10 +34,21 @@ _EXPECTED_TEXT: dict[str, list[re.Pattern[str]]] = {
         re.compile(r"^isolation holds", re.MULTILINE),
         re.compile(r"^deleted [1-9]\d* memories of alice$", re.MULTILINE),
     ],
+    "02_recall_and_decay.ipynb": [
+        re.compile(r"^keyword finds LX1846 by its code; hybrid ranks it first$", re.MULTILINE),
+        re.compile(r"^vector finds the phobia by meaning; keyword finds nothing$", re.MULTILINE),
+        re.compile(r"^hybrid finds both: Ines by name \(keyword\) and the diet by meaning",
+                   re.MULTILINE),
+        re.compile(r"^recalled 3 times: access_count 0 -> 3, "
+                   r"last_accessed \d{4}-\d\d-\d\d -> \d{4}-\d\d-\d\d$", re.MULTILINE),
+        re.compile(r"^with decay: recalled house key \d\.\d+ > not recalled shed key \d\.\d+$",
+                   re.MULTILINE),
+        re.compile(r"^deleted 13 memories of nb_user$", re.MULTILINE),
+    ],
 }
-_EXPECTED_IMAGES = {"01_quickstart.ipynb": 1}
+_EXPECTED_IMAGES = {"01_quickstart.ipynb": 1, "02_recall_and_decay.ipynb": 2}
 # Notebooks that must have written to the engine (so the test index must exist after them).
-_USES_ENGINE = {"01_quickstart.ipynb"}
+_USES_ENGINE = {"01_quickstart.ipynb", "02_recall_and_decay.ipynb"}
 
 
 def _stream_text(nb: nbformat.NotebookNode) -> str:
@@ -60,6 +71,16 @@ def _png_outputs(nb: nbformat.NotebookNode) -> list[Any]:
 
 def test_notebooks_exist() -> None:
     assert NOTEBOOKS, f"no notebooks found in {NOTEBOOKS_DIR}"
+
+
+def test_every_notebook_has_expectations() -> None:
+    """A new notebook must say what it prints and draws (0 images is an answer), or its output
+    would go unchecked; and no expectation may name a notebook that is gone."""
+    names = {p.name for p in NOTEBOOKS}
+    for required in (set(_EXPECTED_TEXT), set(_EXPECTED_IMAGES)):
+        assert names <= required, f"no expectations for {sorted(names - required)}"
+    for named in (set(_EXPECTED_TEXT), set(_EXPECTED_IMAGES), _USES_ENGINE):
+        assert named <= names, f"expectations for missing notebooks {sorted(named - names)}"
 
 
 def test_committed_notebooks_have_no_outputs() -> None:
@@ -115,7 +136,9 @@ def test_notebook_runs(
             info = redis_client.execute_command("FT.INFO", name)
             num_docs = int(info[info.index(b"num_docs") + 1])
             assert num_docs == 0, f"{path.name} left {num_docs} memories behind"
-        assert not list(redis_client.scan_iter(match=f"{name}:mem:*", count=1000))
+        # Nothing of the notebook's users is left either: no memory, recall or session key.
+        left = sorted(redis_client.scan_iter(match=f"{name}:*", count=1000))
+        assert left in ([], [f"{name}:meta".encode()]), f"{path.name} left {left[:5]} behind"
     finally:
         try:
             redis_client.execute_command("FT.DROPINDEX", name, "DD")
