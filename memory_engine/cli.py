@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     search = sub.add_parser("search", help="recall a user's memories relevant to a query")
     search.add_argument("--user", required=True)
     search.add_argument("--k", type=int, default=10)
-    search.add_argument("--mode", choices=[m.value for m in SearchMode], default="vector")
+    search.add_argument("--mode", choices=[m.value for m in SearchMode], default="hybrid")
     search.add_argument("--session")
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
     search.add_argument("query")

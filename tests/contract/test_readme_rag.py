@@ -1,0 +1,81 @@
+"""The README's RAG example runs as written: real Redis, real model, real ``ChatOpenAI``,
+against a local FAKE OpenAI-compatible server that echoes the prompt back."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.openai_server import FakeOpenAIServer
+
+pytestmark = pytest.mark.integration
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+MARKER = "# README: rag-example"
+
+
+def readme_block(marker: str) -> str:
+    """The fenced ```python block of the README whose first line is ``marker``."""
+    blocks: list[str] = re.findall(r"^```python\n(.*?)^```", README.read_text(), flags=re.S | re.M)
+    found = [b for b in blocks if b.splitlines()[0].strip() == marker]
+    assert len(found) == 1, f"expected one README block starting with {marker!r}"
+    return found[0]
+
+
+@pytest.fixture
+def openai_server() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
+def example_env(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str, redis_client: redis.Redis,
+    openai_server: FakeOpenAIServer,
+) -> Iterator[str]:
+    """What the example reads: the test Redis with a fresh index, and the fake LLM."""
+    name = f"t{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("MEMORY_ENGINE_REDIS_URL", redis_url)
+    monkeypatch.setenv("MEMORY_ENGINE_INDEX", name)
+    monkeypatch.setenv("MEMORY_ENGINE_KEY_PREFIX", name)
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    monkeypatch.delenv("OPENAI_API_BASE", raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    yield name
+    redis_client.execute_command("FT.DROPINDEX", name, "DD")
+    redis_client.delete(f"{name}:meta")
+
+
+def test_readme_rag_example_runs(
+    example_env: str, openai_server: FakeOpenAIServer, redis_client: redis.Redis,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = readme_block(MARKER)
+    namespace: dict[str, Any] = {"__name__": "readme_rag_example"}
+
+    exec(compile(code, f"{README}:{MARKER}", "exec"), namespace)
+
+    answer = namespace["answer"]
+    assert answer.startswith("echo: ")
+    # the recalled memories reached the prompt, with the question; bob's never did
+    assert "- I'm allergic to peanuts" in answer
+    assert "- My sister Ana lives in Toronto" in answer
+    assert "Question: Can I eat a peanut butter sandwich?" in answer
+    assert "I love peanut butter" not in answer
+    assert capsys.readouterr().out.strip() == answer.strip()
+
+    assert len(openai_server.requests) == 1
+    request = openai_server.requests[0]
+    assert request.path == "/v1/chat/completions"
+    assert request.headers["authorization"] == "Bearer test"
+    assert request.body["model"] == "gpt-4o-mini"
+    assert [m["role"] for m in request.body["messages"]] == ["system", "user"]
+    # the example wrote to the index the environment named
+    assert redis_client.execute_command("FT.INFO", example_env)
