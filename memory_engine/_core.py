@@ -275,8 +275,13 @@ class EngineCore:
     ) -> list[SearchHit]:
         """Fold recall counts into the candidates, then rank them."""
         def merged(hits: list[SearchHit]) -> list[SearchHit]:
-            return [dataclasses.replace(h, memory=with_recalls(h.memory, recalls.get(h.memory.id)))
-                    for h in hits]
+            if not recalls:
+                return hits
+            return [
+                dataclasses.replace(h, memory=with_recalls(h.memory, recalls[h.memory.id]))
+                if recalls.get(h.memory.id) else h
+                for h in hits
+            ]
 
         req = plan.request
         return rank(req.mode, req.k, keyword=merged(keyword), vector=merged(vector),

@@ -6,12 +6,13 @@ from typing import Any
 
 from ..exceptions import StoreError
 from ..models import Memory, ScoreParts, SearchHit
-from ..store._records import KeySpace, from_hash
+from ..store._records import KeySpace, from_fields
 from ._queries import DISTANCE
 
 
-def _rows(reply: list[Any], with_scores: bool) -> list[tuple[str, float | None, dict[str, Any]]]:
-    """``[total, key, (score,) [field, value, ...], ...]`` as (key, score, fields) rows."""
+def _rows(reply: list[Any], with_scores: bool) -> list[tuple[str, float | None, dict[str, str]]]:
+    """``[total, key, (score,) [field, value, ...], ...]`` (bytes, RESP2) as (key, score,
+    decoded fields) rows."""
     step = 3 if with_scores else 2
     rows = []
     for i in range(1, len(reply), step):
@@ -19,15 +20,14 @@ def _rows(reply: list[Any], with_scores: bool) -> list[tuple[str, float | None, 
         score = float(reply[i + 1]) if with_scores else None
         flat = reply[i + step - 1]
         fields = {
-            (flat[j].decode() if isinstance(flat[j], bytes) else flat[j]): flat[j + 1]
-            for j in range(0, len(flat), 2)
+            flat[j].decode(): flat[j + 1].decode() for j in range(0, len(flat), 2)
         }
         rows.append((key, score, fields))
     return rows
 
 
-def _memory(user_id: str, key: str, fields: dict[str, Any]) -> Memory:
-    memory = from_hash(KeySpace.memory_id(key), fields)
+def _memory(user_id: str, key: str, fields: dict[str, str]) -> Memory:
+    memory = from_fields(KeySpace.memory_id(key), fields)
     if memory.user_id != user_id:
         # Fail closed: the filter should make this impossible; never return such a hit.
         raise StoreError(f"isolation check failed: a search for one user returned key {key!r}")

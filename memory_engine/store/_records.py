@@ -109,33 +109,45 @@ def to_hash(
     return fields
 
 
-def _text(raw: dict[str, Any], name: str) -> str:
-    value = raw.get(name, b"")
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+_WANTED = frozenset(MEMORY_FIELDS)
+_KINDS = {k.value: k for k in Kind}
+_ROLES = {r.value: r for r in Role}
 
 
-def from_hash(memory_id: str, raw: dict[str, Any]) -> Memory:
-    """Rebuild a Memory from HASH fields (keys and values as str or bytes)."""
-    raw = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
+def from_hash(memory_id: str, raw: dict[Any, Any]) -> Memory:
+    """Rebuild a Memory from HASH fields (keys and values as str or bytes).
+
+    On the search path this runs for every candidate, so it decodes each field once and
+    skips JSON for the common empty values.
+    """
+    fields = {}
+    for key, value in raw.items():
+        name = key.decode() if isinstance(key, bytes) else key
+        if name in _WANTED:  # never the vector, which is not text
+            fields[name] = value.decode() if isinstance(value, bytes) else (
+                "" if value is None else str(value))
+    return from_fields(memory_id, fields)
+
+
+def from_fields(memory_id: str, f: dict[str, str]) -> Memory:
+    """Rebuild a Memory from decoded HASH fields."""
     try:
-        session = _text(raw, "session_id")
-        role = _text(raw, "role")
-        replaces = _text(raw, "replaces")
+        session, role, metadata, replaces = f["session_id"], f["role"], f["metadata"], f["replaces"]
         return Memory(
             id=memory_id,
-            user_id=decode_tag(_text(raw, "user_id")),
-            text=_text(raw, "text"),
-            kind=Kind(_text(raw, "kind")),
-            session_id=decode_tag(session) if session else None,
-            role=Role(role) if role else None,
-            name=_text(raw, "name") or None,
-            created_at=float(_text(raw, "created_at")),
-            last_accessed=float(_text(raw, "last_accessed")),
-            access_count=int(float(_text(raw, "access_count"))),
-            importance=float(_text(raw, "importance")),
-            metadata=json.loads(_text(raw, "metadata") or "{}"),
+            user_id=unquote(f["user_id"]),
+            text=f["text"],
+            kind=_KINDS[f["kind"]],
+            session_id=unquote(session) if session else None,
+            role=_ROLES[role] if role else None,
+            name=f.get("name") or None,
+            created_at=float(f["created_at"]),
+            last_accessed=float(f["last_accessed"]),
+            access_count=int(float(f["access_count"])),
+            importance=float(f["importance"]),
+            metadata=json.loads(metadata) if metadata and metadata != "{}" else {},
             replaces=tuple(json.loads(replaces)) if replaces else (),
-            previous_id=_text(raw, "previous_id") or None,
+            previous_id=f.get("previous_id") or None,
         )
     except (KeyError, ValueError) as exc:
         raise StoreError(f"memory {memory_id} is stored in an unreadable form: {exc}") from exc
