@@ -20,8 +20,10 @@ from .engine import MemoryEngine
 from .exceptions import MemoryEngineError
 from .models import Kind, Role, SearchHit, SearchMode
 from .server import EmbeddedServer
+from .store import SCHEMA_VERSION
 
-DEMO_INDEX = "memory_engine_demo"
+# Demo data is disposable: a new schema gets a fresh demo index instead of a mismatch error.
+DEMO_INDEX = f"memory_engine_demo_v{SCHEMA_VERSION}"
 
 
 def _parser() -> argparse.ArgumentParser:
