@@ -128,6 +128,9 @@ def rank(
     """
     if options.min_similarity is not None:
         vector = [h for h in vector if (h.score >= options.min_similarity)]
+    # A BM25 "match" scoring 0 matched only words in (nearly) every memory of the user, such
+    # as their own name: it is no evidence, and in rank fusion its rank would still count.
+    keyword = [h for h in keyword if h.score > 0]
     base = _base_scores(mode, keyword, vector, options)
     memories: dict[str, Memory] = {h.memory.id: h.memory for h in (*vector, *keyword)}
     if options.context_credit > 0 and mode is SearchMode.HYBRID:

@@ -254,3 +254,16 @@ def test_with_overrides_ignores_none() -> None:
     assert changed.min_score == 0.2
     assert changed.dedupe is False
     assert PLAIN.min_score is None
+
+
+def test_zero_score_keyword_matches_are_not_evidence() -> None:
+    # A BM25 score of 0 means the query matched only words every memory has (the user's own
+    # name); in rank fusion that rank would otherwise still earn credit.
+    real, noise = mem("real"), mem("noise")
+    keyword = [kw(real, 0.08), kw(noise, 0.0)]
+    vector = [vec(noise, 0.6), vec(real, 0.2)]
+    hits = rank(SearchMode.HYBRID, 10, keyword=keyword, vector=vector, options=PLAIN, now=NOW)
+    assert ids(hits) == ["real", "noise"]
+    assert next(h for h in hits if h.memory.id == "noise").parts.keyword is None
+    only = rank(SearchMode.KEYWORD, 10, keyword=keyword, options=PLAIN, now=NOW)
+    assert ids(only) == ["real"]
