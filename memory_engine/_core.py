@@ -57,6 +57,7 @@ class EngineCore:
         self.config = config
         self.embedder = embedder
         self._store_core: StoreCore | None = None
+        self._ranking = self._ranking_options(config)  # config is frozen: built once
 
     @property
     def store_core(self) -> StoreCore:
@@ -185,7 +186,10 @@ class EngineCore:
 
     def ranking_options(self) -> RankingOptions:
         """The configured ranking defaults."""
-        cfg = self.config
+        return self._ranking
+
+    @staticmethod
+    def _ranking_options(cfg: EngineConfig) -> RankingOptions:
         return RankingOptions(
             fusion=Fusion(cfg.fusion), rrf_k=cfg.rrf_k, keyword_weight=cfg.keyword_weight,
             vector_weight=cfg.vector_weight, context_credit=cfg.context_credit,
@@ -271,9 +275,13 @@ class EngineCore:
     @staticmethod
     def ranked(
         plan: SearchPlan, keyword: list[SearchHit], vector: list[SearchHit],
-        recalls: Mapping[str, Any],
+        recall_values: Sequence[Any],
     ) -> list[SearchHit]:
-        """Fold recall counts into the candidates, then rank them."""
+        """Fold recall counts (``recall_values``, aligned with ``candidate_ids``) into the
+        candidates, then rank them."""
+        ids = EngineCore.candidate_ids(keyword, vector)
+        recalls = {i: r for i, r in zip(ids, recall_values, strict=True) if r}
+
         def merged(hits: list[SearchHit]) -> list[SearchHit]:
             if not recalls:
                 return hits

@@ -290,9 +290,8 @@ class MemoryEngine(_EngineBase):
             return []
         keyword, vector_hits = self._core.candidates(plan, store.search(commands))
         ids = self._core.candidate_ids(keyword, vector_hits)
-        recalls = {i: r for i, r in zip(ids, store.recalls(plan.request.user_id, ids),
-                                         strict=True) if r}
-        hits = self._core.ranked(plan, keyword, vector_hits, recalls)
+        recall_values = store.recalls(plan.request.user_id, ids)
+        hits = self._core.ranked(plan, keyword, vector_hits, recall_values)
         if hits and self._flusher is not None:
             self._flusher.record(plan.request.user_id, [h.memory.id for h in hits], plan.now)
         return hits
@@ -495,9 +494,8 @@ class AsyncMemoryEngine(_EngineBase):
             return []
         keyword, vector_hits = self._core.candidates(plan, await store.search(commands))
         ids = self._core.candidate_ids(keyword, vector_hits)
-        recalls = {i: r for i, r in zip(ids, await store.recalls(plan.request.user_id, ids),
-                                         strict=True) if r}
-        hits = self._core.ranked(plan, keyword, vector_hits, recalls)
+        recall_values = await store.recalls(plan.request.user_id, ids)
+        hits = self._core.ranked(plan, keyword, vector_hits, recall_values)
         if hits and self._flusher is not None:
             self._flusher.record(plan.request.user_id, [h.memory.id for h in hits], plan.now)
         return hits
