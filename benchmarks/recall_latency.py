@@ -6,11 +6,15 @@ pairs, after a warmup, one client, ``time.perf_counter`` around every call:
 * ``raw_knn``, ``raw_bm25``, ``raw_hybrid`` - the FT.SEARCH commands the engine itself sends
   for vector, keyword and hybrid search (built by its own planner: same filter, same candidate
   depth), sent with a plain redis-py client; ``raw_hybrid`` pipelines its two commands in one
-  round trip, as the engine does. Redis round trip and server time only: the floor.
+  round trip, as the engine does. Redis round trip and server time only: the floor. The
+  commands return only what ranking reads (a few fields per candidate, not whole memories).
+* ``raw_hybrid_all`` - every Redis call one hybrid search makes: ``raw_hybrid``, then the
+  ``EVALSHA`` that reads the final k memories in full (and their recall counts), for the ids
+  the engine returned for that query. Two round trips, as the engine makes.
 * ``vector``, ``keyword``, ``hybrid`` - ``MemoryEngine.search`` in that mode with the query
   embedding already in the engine's query cache (every query is searched once before timing;
-  the cache hit rate of the timed calls is reported): validation, commands, Redis, the
-  recall-count lookup, parsing, fusion and ranking.
+  the cache hit rate of the timed calls is reported): validation, commands, Redis, parsing,
+  fusion and ranking, and reading the final k in full.
 * ``vector_e2e``, ``hybrid_e2e`` - the same on a second engine with ``query_cache_size=0``, so
   every call embeds its query with the bundled all-MiniLM-L6-v2.
 
@@ -379,10 +383,24 @@ def run_measurements(
             return pipe.execute()
         return call
 
+    def then_fetch(cmds: list[list[object]], fetch: list[object]) -> Callable[[], object]:
+        search = pipelined(cmds)
+
+        def call() -> object:
+            search()
+            return client.execute_command("EVALSHA", *fetch)
+        return call
+
+    store = engine._core.store_core
+    fetches = [  # what the engine reads after ranking: the memories it returns
+        store.fetch_args(user, [h.memory.id for h in engine.search(user, text, k=k)])
+        for user, text in queries
+    ]
     calls: dict[str, list[Callable[[], object]]] = {
         "raw_knn": [functools.partial(client.execute_command, *c[0]) for c in raw["vector"]],
         "raw_bm25": [functools.partial(client.execute_command, *c[0]) for c in raw["keyword"]],
         "raw_hybrid": [pipelined(c) for c in raw["hybrid"]],
+        "raw_hybrid_all": [then_fetch(c, f) for c, f in zip(raw["hybrid"], fetches, strict=True)],
     }
     for mode in ("vector", "keyword", "hybrid"):
         calls[mode] = [search(engine, u, t, mode) for u, t in queries]
@@ -398,7 +416,7 @@ def run_measurements(
         else:
             results.append(with_cache_rate(
                 cached, functools.partial(measure, name, loop, warmup)))
-    order = ["raw_knn", "raw_bm25", "raw_hybrid", "vector", "keyword", "hybrid",
+    order = ["raw_knn", "raw_bm25", "raw_hybrid", "raw_hybrid_all", "vector", "keyword", "hybrid",
              "vector_e2e", "hybrid_e2e"]
     results.sort(key=lambda m: order.index(m.name))
     return results, consistency(engine, client, queries, raw, k)
@@ -406,10 +424,13 @@ def run_measurements(
 
 def ratios(results: Sequence[dict[str, Any]]) -> dict[str, float]:
     p50 = {r["name"]: r["p50_ms"] for r in results}
+    p99 = {r["name"]: r["p99_ms"] for r in results}
     return {
         "vector_over_raw_knn_p50": round(p50["vector"] / p50["raw_knn"], 3),
         "keyword_over_raw_bm25_p50": round(p50["keyword"] / p50["raw_bm25"], 3),
         "hybrid_over_raw_hybrid_p50": round(p50["hybrid"] / p50["raw_hybrid"], 3),
+        "hybrid_over_raw_hybrid_all_p50": round(p50["hybrid"] / p50["raw_hybrid_all"], 3),
+        "hybrid_over_raw_hybrid_p99": round(p99["hybrid"] / p99["raw_hybrid"], 3),
         "hybrid_over_raw_knn_plus_bm25_p50": round(
             p50["hybrid"] / (p50["raw_knn"] + p50["raw_bm25"]), 3),
         "vector_e2e_over_vector_p50": round(p50["vector_e2e"] / p50["vector"], 3),
@@ -430,7 +451,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     names = [r["name"] for r in results]
     x = np.arange(len(names))
     width = 0.38
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     for offset, key, color in ((-width / 2, "p50_ms", "#4c72b0"), (width / 2, "p99_ms", "#dd8452")):
         values = [r[key] for r in results]
         bars = ax.bar(x + offset, values, width, label=key.removesuffix("_ms"), color=color)
@@ -459,15 +480,15 @@ def print_table(report: dict[str, Any]) -> None:
     )
     print(f"ingest: {ingest_stats['memories_per_s']:,.0f} memories/s "
           f"({ingest_stats['memories']:,} in {ingest_stats['seconds']:.1f}s)\n")
-    print(f"{'name':<12}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'QPS':>10}  note")
+    print(f"{'name':<15}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'QPS':>10}  note")
     for r in report["results"]:
         rate = r.get("query_cache_hit_rate")
         note = "" if rate is None else f"query cache hit rate {rate:.0%}"
-        print(f"{r['name']:<12}{r['p50_ms']:>10.3f}{r['p95_ms']:>10.3f}{r['p99_ms']:>10.3f}"
+        print(f"{r['name']:<15}{r['p50_ms']:>10.3f}{r['p95_ms']:>10.3f}{r['p99_ms']:>10.3f}"
               f"{r['qps']:>10.0f}  {note}")
     print()
     for name, value in report["ratios"].items():
-        print(f"{name:<28}{value:>8.2f}x")
+        print(f"{name:<34}{value:>8.2f}x")
     check = report["consistency"]
     print(f"engine hits found in the raw replies ({check['checked']} queries): " + ", ".join(
         f"{m} {check[f'{m}_hits_in_raw']:.0%}" for m in ("vector", "keyword", "hybrid")))

@@ -15,14 +15,20 @@ from . import _validation as check
 from ._context import Turn, conversation_context, sessions_of, speaker_line
 from .config import EngineConfig
 from .embeddings import Embedder, normalized
-from .exceptions import InvalidArgumentError
+from .exceptions import InvalidArgumentError, StoreError
 from .lifecycle.decay import DecayPolicy
 from .models import Memory, NewMemory, SearchHit, SearchMode, Vector
-from .retrieval._queries import SearchRequest, keyword_command, vector_command
-from .retrieval._ranking import Fusion, RankingOptions, rank, with_overrides
-from .retrieval._results import keyword_hits, vector_hits
+from .retrieval._queries import (
+    DECAY_FIELDS,
+    DEDUPE_FIELDS,
+    RANK_FIELDS,
+    SearchRequest,
+    keyword_command,
+    vector_command,
+)
+from .retrieval._ranking import Candidate, Fusion, Ranked, RankingOptions, rank, with_overrides
+from .retrieval._results import keyword_candidates, vector_candidates, with_recall_stats
 from .store import StoreCore, StoreSettings, new_id
-from .store._records import with_recalls
 
 _NEW_FIELDS = {f.name for f in dataclasses.fields(NewMemory)}
 _UPDATABLE = ("text", "session_id", "kind", "role", "name", "importance", "metadata")
@@ -239,61 +245,85 @@ class EngineCore:
     def needs_vector(plan: SearchPlan) -> bool:
         return plan.request.mode is not SearchMode.KEYWORD
 
+    @staticmethod
+    def _candidate_fields(plan: SearchPlan) -> tuple[str, ...]:
+        """What the search commands return per candidate: what this plan's ranking reads."""
+        fields = RANK_FIELDS
+        if plan.options.decay_weight > 0:
+            fields += DECAY_FIELDS
+        if plan.options.dedupe:
+            fields += DEDUPE_FIELDS
+        return fields
+
     def search_commands(self, plan: SearchPlan, vector: Vector | None) -> list[list[object]]:
         """The FT.SEARCH commands to send together: keyword first, then vector (if any)."""
         name = self.store_core.index_name
         req, n = plan.request, plan.candidates
+        fields = self._candidate_fields(plan)
         commands = []
         if req.mode is not SearchMode.VECTOR:
-            keyword = keyword_command(name, req, n)
+            keyword = keyword_command(name, req, n, fields)
             if keyword is not None:
                 commands.append(keyword)
         if req.mode is not SearchMode.KEYWORD:
             assert vector is not None
-            commands.append(
-                vector_command(name, req, vector, ef_runtime=self.config.hnsw_ef_runtime, n=n)
-            )
+            commands.append(vector_command(
+                name, req, vector, ef_runtime=self.config.hnsw_ef_runtime, n=n, fields=fields,
+            ))
         return commands
 
-    @staticmethod
     def candidates(
-        plan: SearchPlan, replies: Sequence[list[Any]]
-    ) -> tuple[list[SearchHit], list[SearchHit]]:
+        self, plan: SearchPlan, replies: Sequence[list[Any]]
+    ) -> tuple[list[Candidate], list[Candidate]]:
         """Parse the replies of ``search_commands``: (keyword candidates, vector candidates)."""
         req = plan.request
+        owner = self.store_core.keys.memory(req.user_id, "")
         replies = list(replies)
         vector = []
         if req.mode is not SearchMode.KEYWORD:
-            vector = vector_hits(req.user_id, replies.pop())
-        keyword = keyword_hits(req.user_id, replies.pop()) if replies else []
+            vector = vector_candidates(replies.pop(), owner)
+        keyword = keyword_candidates(replies.pop(), owner) if replies else []
         return keyword, vector
 
     @staticmethod
-    def candidate_ids(keyword: list[SearchHit], vector: list[SearchHit]) -> list[str]:
-        return list(dict.fromkeys(h.memory.id for h in (*keyword, *vector)))
+    def recall_stats_needed(
+        plan: SearchPlan, keyword: list[Candidate], vector: list[Candidate]
+    ) -> list[str]:
+        """Candidates whose recall counts ranking needs before it can rank (decay on), else
+        none: the counts of the final hits are read with them."""
+        if plan.options.decay_weight <= 0:
+            return []
+        return list(dict.fromkeys(c.id for c in (*keyword, *vector)))
 
     @staticmethod
     def ranked(
-        plan: SearchPlan, keyword: list[SearchHit], vector: list[SearchHit],
-        recall_values: Sequence[Any],
-    ) -> list[SearchHit]:
-        """Fold recall counts (``recall_values``, aligned with ``candidate_ids``) into the
-        candidates, then rank them."""
-        ids = EngineCore.candidate_ids(keyword, vector)
-        recalls = {i: r for i, r in zip(ids, recall_values, strict=True) if r}
-
-        def merged(hits: list[SearchHit]) -> list[SearchHit]:
-            if not recalls:
-                return hits
-            return [
-                dataclasses.replace(h, memory=with_recalls(h.memory, recalls[h.memory.id]))
-                if recalls.get(h.memory.id) else h
-                for h in hits
-            ]
-
+        plan: SearchPlan, keyword: list[Candidate], vector: list[Candidate],
+        recall_stats: Mapping[str, Any] | None = None,
+    ) -> list[Ranked]:
+        """The final ranking of the candidates, with recall counts (memory id -> side-hash
+        entry) folded in first when given."""
+        if recall_stats:
+            keyword = with_recall_stats(keyword, dict(recall_stats))
+            vector = with_recall_stats(vector, dict(recall_stats))
         req = plan.request
-        return rank(req.mode, req.k, keyword=merged(keyword), vector=merged(vector),
-                    options=plan.options, now=plan.now)
+        return rank(req.mode, req.k, keyword=keyword, vector=vector, options=plan.options,
+                    now=plan.now)
+
+    @staticmethod
+    def hits(
+        plan: SearchPlan, ranked: Sequence[Ranked], memories: Sequence[Memory | None]
+    ) -> list[SearchHit]:
+        """Pair the ranking with the memories read in full (aligned with it). A memory
+        deleted since the search ran (None) is left out, never returned half-read."""
+        user_id = plan.request.user_id
+        hits = []
+        for r, memory in zip(ranked, memories, strict=True):
+            if memory is None:
+                continue
+            if memory.user_id != user_id:  # fail closed: never another user's memory
+                raise StoreError(f"isolation check failed: memory {memory.id} is not {user_id!r}'s")
+            hits.append(SearchHit(memory, r.score, r.parts))
+        return hits
 
 
 @dataclass(frozen=True, slots=True)

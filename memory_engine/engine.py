@@ -288,12 +288,15 @@ class MemoryEngine(_EngineBase):
         commands = self._core.search_commands(plan, vector)
         if not commands:
             return []
+        user = plan.request.user_id
         keyword, vector_hits = self._core.candidates(plan, store.search(commands))
-        ids = self._core.candidate_ids(keyword, vector_hits)
-        recall_values = store.recalls(plan.request.user_id, ids)
-        hits = self._core.ranked(plan, keyword, vector_hits, recall_values)
+        stats = None
+        if ids := self._core.recall_stats_needed(plan, keyword, vector_hits):
+            stats = dict(zip(ids, store.recalls(user, ids), strict=True))
+        ranked = self._core.ranked(plan, keyword, vector_hits, stats)
+        hits = self._core.hits(plan, ranked, store.fetch(user, [r.id for r in ranked]))
         if hits and self._flusher is not None:
-            self._flusher.record(plan.request.user_id, [h.memory.id for h in hits], plan.now)
+            self._flusher.record(user, [h.memory.id for h in hits], plan.now)
         return hits
 
     def flush(self) -> None:
@@ -492,12 +495,15 @@ class AsyncMemoryEngine(_EngineBase):
         commands = self._core.search_commands(plan, vector)
         if not commands:
             return []
+        user = plan.request.user_id
         keyword, vector_hits = self._core.candidates(plan, await store.search(commands))
-        ids = self._core.candidate_ids(keyword, vector_hits)
-        recall_values = await store.recalls(plan.request.user_id, ids)
-        hits = self._core.ranked(plan, keyword, vector_hits, recall_values)
+        stats = None
+        if ids := self._core.recall_stats_needed(plan, keyword, vector_hits):
+            stats = dict(zip(ids, await store.recalls(user, ids), strict=True))
+        ranked = self._core.ranked(plan, keyword, vector_hits, stats)
+        hits = self._core.hits(plan, ranked, await store.fetch(user, [r.id for r in ranked]))
         if hits and self._flusher is not None:
-            self._flusher.record(plan.request.user_id, [h.memory.id for h in hits], plan.now)
+            self._flusher.record(user, [h.memory.id for h in hits], plan.now)
         return hits
 
     async def flush(self) -> None:

@@ -11,7 +11,7 @@ from redisvl.query.filter import FilterExpression, Num, Tag
 from redisvl.utils.token_escaper import TokenEscaper
 
 from ..models import Kind, SearchMode, Vector
-from ..store._records import MEMORY_FIELDS, encode_tag
+from ..store._records import encode_tag
 
 _ESCAPER = TokenEscaper()
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -32,6 +32,11 @@ QUESTION_WORDS = frozenset([
     "much", "many",
 ])
 DISTANCE = "vector_distance"
+# What search commands return per candidate (see ``retrieval._ranking.Candidate``): enough
+# to rank, not whole memories; the final hits are read in full afterwards.
+RANK_FIELDS: tuple[str, ...] = ("previous_id",)
+DECAY_FIELDS: tuple[str, ...] = ("last_accessed", "access_count", "importance")
+DEDUPE_FIELDS: tuple[str, ...] = ("text",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,31 +81,29 @@ def query_terms(text: str) -> list[str]:
     return terms[:MAX_QUERY_TERMS]
 
 
-def _return_clause() -> list[str | int]:
-    return ["RETURN", len(MEMORY_FIELDS), *MEMORY_FIELDS]
-
-
 def vector_command(
-    index_name: str, req: SearchRequest, vector: Vector, *, ef_runtime: int, n: int | None = None
+    index_name: str, req: SearchRequest, vector: Vector, *, ef_runtime: int,
+    n: int | None = None, fields: Sequence[str] = RANK_FIELDS,
 ) -> list[object]:
     """FT.SEARCH for the ``n`` (default ``k``) nearest memories of one user (HNSW KNN with a
-    pre-filter)."""
+    pre-filter), returning ``fields`` and the distance."""
     n = n or req.k
     knn = f"=>[KNN {n} @embedding $vec EF_RUNTIME {max(ef_runtime, n)} AS {DISTANCE}]"
     return [
         "FT.SEARCH", index_name, f"({filter_expression(req)}){knn}",
         "PARAMS", 2, "vec", np.asarray(vector, dtype=np.float32).tobytes(),
         "SORTBY", DISTANCE, "ASC",
-        "RETURN", len(MEMORY_FIELDS) + 1, *MEMORY_FIELDS, DISTANCE,
+        "RETURN", len(fields) + 1, *fields, DISTANCE,
         "LIMIT", 0, n, "DIALECT", 2,
     ]
 
 
 def keyword_command(
-    index_name: str, req: SearchRequest, n: int | None = None
+    index_name: str, req: SearchRequest, n: int | None = None,
+    fields: Sequence[str] = RANK_FIELDS,
 ) -> list[object] | None:
     """FT.SEARCH (BM25) for the ``n`` (default ``k``) best memories of one user sharing words
-    with the query.
+    with the query, returning ``fields`` and the score.
 
     Returns None when the query has no word to search for (only punctuation or stopwords).
     """
@@ -113,7 +116,7 @@ def keyword_command(
         # Classic BM25, not BM25STD: in RediSearch 2.10 BM25STD's corpus statistics go wrong
         # once documents are deleted or re-indexed (LoCoMo keyword recall@10: 58.9 -> 20.5
         # after rewriting half the documents); BM25 stays put (59.8 -> 59.2).
-        "SCORER", "BM25", "WITHSCORES", *_return_clause(),
+        "SCORER", "BM25", "WITHSCORES", "RETURN", len(fields), *fields,
         "LIMIT", 0, n or req.k, "DIALECT", 2,
     ]
 

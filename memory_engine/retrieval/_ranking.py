@@ -7,9 +7,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from ..lifecycle.decay import DecayPolicy, decay_factor, decay_score
-from ..models import Memory, ScoreParts, SearchHit, SearchMode
+from ..models import ScoreParts, SearchMode
 from ._fusion import linear_fusion, reciprocal_rank_fusion
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
@@ -20,6 +21,37 @@ class Fusion(StrEnum):
 
     RRF = "rrf"
     LINEAR = "linear"
+
+
+class Candidate(NamedTuple):
+    """What ranking needs to know about one memory a search command returned.
+
+    Search commands return only these fields, not whole memories: ranking sees 50 + 50
+    candidates, and only the final ``k`` are read in full. ``text`` is filled only when
+    de-duplication needs it, the decay inputs only when decay is on. (A named tuple: a
+    search builds a hundred of them, and a frozen dataclass is several times slower to make.)
+    """
+
+    id: str
+    score: float
+    previous_id: str | None = None
+    text: str = ""
+    last_accessed: float = 0.0
+    access_count: int = 0
+    importance: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    """A candidate's place in the final ranking: its score and the parts of it."""
+
+    candidate: Candidate
+    score: float
+    parts: ScoreParts
+
+    @property
+    def id(self) -> str:
+        return self.candidate.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,33 +91,33 @@ class RankingOptions:
 
 def _base_scores(
     mode: SearchMode,
-    keyword: Sequence[SearchHit],
-    vector: Sequence[SearchHit],
+    keyword: Sequence[Candidate],
+    vector: Sequence[Candidate],
     options: RankingOptions,
 ) -> dict[str, float]:
     if mode is SearchMode.KEYWORD:
-        return {h.memory.id: h.score for h in keyword}
+        return {h.id: h.score for h in keyword}
     if mode is SearchMode.VECTOR:
-        return {h.memory.id: h.score for h in vector}
+        return {h.id: h.score for h in vector}
     if options.fusion is Fusion.LINEAR:
         return linear_fusion(
-            {h.memory.id: h.score for h in keyword}, {h.memory.id: h.score for h in vector},
+            {h.id: h.score for h in keyword}, {h.id: h.score for h in vector},
             keyword_weight=options.keyword_weight, vector_weight=options.vector_weight,
         )
     return reciprocal_rank_fusion(
-        [[h.memory.id for h in keyword], [h.memory.id for h in vector]],
+        [[h.id for h in keyword], [h.id for h in vector]],
         k=options.rrf_k, weights=[options.keyword_weight, options.vector_weight],
     )
 
 
 def _credit_previous(
-    base: dict[str, float], memories: dict[str, Memory], credit: float
+    base: dict[str, float], candidates: dict[str, Candidate], credit: float
 ) -> dict[str, float]:
     """Add ``credit`` times each candidate's score to the candidate it follows, then divide
     by ``1 + credit`` so fused scores stay within (0, 1]."""
     out = dict(base)
     for doc, score in base.items():
-        previous = memories[doc].previous_id
+        previous = candidates[doc].previous_id
         if previous is not None and previous in out:
             out[previous] += credit * score
     return {doc: score / (1.0 + credit) for doc, score in out.items()}
@@ -95,34 +127,27 @@ def _words(text: str) -> frozenset[str]:
     return frozenset(_TOKEN.findall(text.lower()))
 
 
-def _near_duplicates_removed(hits: list[SearchHit], threshold: float) -> list[SearchHit]:
-    kept: list[tuple[SearchHit, frozenset[str]]] = []
-    for hit in hits:
-        words = _words(hit.memory.text)
-        repeat = any(
-            len(words & other) / max(len(words | other), 1) >= threshold for _, other in kept
-        )
-        if not repeat:
-            kept.append((hit, words))
-    return [hit for hit, _ in kept]
+def _repeats(words: frozenset[str], other: frozenset[str], threshold: float) -> bool:
+    """Whether two word sets are near-duplicates (Jaccard similarity at least ``threshold``)."""
+    return len(words & other) / max(len(words | other), 1) >= threshold
 
 
 def rank(
     mode: SearchMode,
     k: int,
     *,
-    keyword: Sequence[SearchHit] = (),
-    vector: Sequence[SearchHit] = (),
+    keyword: Sequence[Candidate] = (),
+    vector: Sequence[Candidate] = (),
     options: RankingOptions,
     now: float,
-) -> list[SearchHit]:
-    """The top ``k`` hits, best first, each with its score and the parts of it.
+) -> list[Ranked]:
+    """The top ``k`` candidates, best first, each with its score and the parts of it.
 
     Args:
         mode: Which candidate lists count.
-        k: How many hits to return at most.
-        keyword: BM25 candidates, best first (``parts.keyword`` set).
-        vector: KNN candidates, best first (``parts.vector`` set).
+        k: How many to return at most.
+        keyword: BM25 candidates, best first (``score`` is the BM25 score).
+        vector: KNN candidates, best first (``score`` is the cosine similarity).
         options: Fusion, decay, thresholds and de-duplication.
         now: The time decay is measured at (seconds since the epoch).
     """
@@ -132,28 +157,35 @@ def rank(
     # as their own name: it is no evidence, and in rank fusion its rank would still count.
     keyword = [h for h in keyword if h.score > 0]
     base = _base_scores(mode, keyword, vector, options)
-    memories: dict[str, Memory] = {h.memory.id: h.memory for h in (*vector, *keyword)}
+    candidates: dict[str, Candidate] = {h.id: h for h in (*vector, *keyword)}
     if options.context_credit > 0 and mode is SearchMode.HYBRID:
-        base = _credit_previous(base, memories, options.context_credit)
-    kw_part = {h.memory.id: h.score for h in keyword}
-    vec_part = {h.memory.id: h.score for h in vector}
-    order = {doc: i for i, doc in enumerate(base)}  # ties keep the candidates' own order
-    hits = []
-    for doc, score in base.items():
-        memory = memories[doc]
-        decay = None
-        if options.decay_weight > 0:
-            decay = decay_score(memory.last_accessed, memory.access_count, memory.importance,
-                                now, options.decay)
-            score *= decay_factor(decay, options.decay_weight)
-        parts = ScoreParts(keyword=kw_part.get(doc), vector=vec_part.get(doc), decay=decay)
-        hits.append(SearchHit(memory, score, parts))
-    hits.sort(key=lambda h: (-h.score, order[h.memory.id]))
-    if options.min_score is not None:
-        hits = [h for h in hits if h.score >= options.min_score]
-    if options.dedupe:
-        hits = _near_duplicates_removed(hits, options.dedupe_threshold)
-    return hits[:k]
+        base = _credit_previous(base, candidates, options.context_credit)
+    decays: dict[str, float] = {}
+    if options.decay_weight > 0:
+        for doc in base:
+            c = candidates[doc]
+            decays[doc] = decay_score(c.last_accessed, c.access_count, c.importance, now,
+                                      options.decay)
+            base[doc] *= decay_factor(decays[doc], options.decay_weight)
+    kw_part = {h.id: h.score for h in keyword}
+    vec_part = {h.id: h.score for h in vector}
+    kept: list[tuple[Ranked, frozenset[str]]] = []
+    # Best first; the sort is stable, so ties keep the candidates' own order. Only the hits
+    # that make the cut are built.
+    for doc in sorted(base, key=base.__getitem__, reverse=True):
+        score = base[doc]
+        if options.min_score is not None and score < options.min_score:
+            break
+        hit = Ranked(candidates[doc], score, ScoreParts(
+            keyword=kw_part.get(doc), vector=vec_part.get(doc), decay=decays.get(doc)))
+        words = _words(hit.candidate.text) if options.dedupe else frozenset()
+        if options.dedupe and any(_repeats(words, other, options.dedupe_threshold)
+                                  for _, other in kept):
+            continue
+        kept.append((hit, words))
+        if len(kept) == k:
+            break
+    return [hit for hit, _ in kept]
 
 
 def with_overrides(options: RankingOptions, **overrides: object) -> RankingOptions:

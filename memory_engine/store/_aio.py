@@ -7,10 +7,11 @@ from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 from redisvl.index import AsyncSearchIndex
 
 from ..models import Memory, Vector
-from ._core import StoreCore, keys_of
+from ._core import FETCH, StoreCore, keys_of
 from ._errors import is_missing_index, redis_errors
 from ._records import MEMORY_FIELDS, encode_tag
 
@@ -81,7 +82,20 @@ class AsyncMemoryStore:
             pipe.hmget(self.core.keys.memory(user_id, memory_id), MEMORY_FIELDS)
             pipe.hget(self.core.keys.recalls(user_id), memory_id)
             values, recalls = await pipe.execute()
-        return self.core.read_memory(memory_id, MEMORY_FIELDS, values, recalls)
+        return self.core.read_memory(memory_id, values, recalls)
+
+    async def fetch(self, user_id: str, memory_ids: Sequence[str]) -> list[Memory | None]:
+        """Several memories of one user, with their recall counts, in one round trip (None
+        for one that does not exist)."""
+        if not memory_ids:
+            return []
+        args = self.core.fetch_args(user_id, memory_ids)
+        with redis_errors("read memories"):
+            try:
+                reply = await self.client.execute_command("EVALSHA", *args)
+            except NoScriptError:  # first use on this server: EVAL caches the script
+                reply = await self.client.execute_command("EVAL", FETCH, *args[1:])
+        return self.core.read_memories(memory_ids, reply)
 
     async def turns_before(self, memory: Memory, depth: int) -> list[Memory]:
         """Up to ``depth`` turns before ``memory`` in its session, oldest first."""

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from redisvl.query.filter import Tag
 
 from ..exceptions import SchemaMismatchError
 from ..models import Memory, Vector
-from ._records import KeySpace, encode_tag, from_hash, to_hash, with_recalls
+from ._records import MEMORY_FIELDS, KeySpace, encode_tag, from_values, to_hash
 from ._schema import SCHEMA_VERSION, build_schema, check_compatible, schema_dict
 
 # HSET only if the key exists, in one atomic step: an update racing a delete must not
@@ -26,6 +27,18 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
 """
+# Several memories of one user and their recall entries in one command (the search path's
+# second and last round trip). KEYS: the memory keys, then the user's recall hash; ARGV: the
+# number of fields, the fields, then the memory ids. A missing memory reads as all nils.
+FETCH = """
+local n, nf = #KEYS - 1, tonumber(ARGV[1])
+local fields = {unpack(ARGV, 2, nf + 1)}
+local out = {}
+for i = 1, n do out[i] = redis.call('HMGET', KEYS[i], unpack(fields)) end
+out[n + 1] = redis.call('HMGET', KEYS[n + 1], unpack(ARGV, nf + 2))
+return out
+"""
+FETCH_SHA = hashlib.sha1(FETCH.encode()).hexdigest()
 FORGET_BATCH = 500
 
 
@@ -125,13 +138,27 @@ class StoreCore:
         keys = [self.keys.memory(memory.user_id, memory.id), self.keys.recalls(memory.user_id)]
         return ["EVAL", UPDATE_IF_EXISTS, 2, *keys, memory.id, *flat]
 
-    def read_memory(
-        self, memory_id: str, fields: Sequence[str], values: Sequence[Any], recalls: Any
-    ) -> Memory | None:
-        """A Memory from HMGET values and its recall entry, or None when it does not exist."""
-        if all(v is None for v in values):
-            return None
-        return with_recalls(from_hash(memory_id, dict(zip(fields, values, strict=True))), recalls)
+    @staticmethod
+    def read_memory(memory_id: str, values: Sequence[Any], recalls: Any) -> Memory | None:
+        """A Memory from HMGET values of ``MEMORY_FIELDS`` and its recall entry, or None when
+        it does not exist."""
+        return from_values(memory_id, values, recalls)
+
+    def fetch_args(self, user_id: str, memory_ids: Sequence[str]) -> list[Any]:
+        """EVALSHA arguments of ``FETCH`` (EVAL takes the script in place of the hash)."""
+        keys = [self.keys.memory(user_id, m) for m in memory_ids]
+        return [FETCH_SHA, len(keys) + 1, *keys, self.keys.recalls(user_id),
+                len(MEMORY_FIELDS), *MEMORY_FIELDS, *memory_ids]
+
+    @staticmethod
+    def read_memories(memory_ids: Sequence[str], reply: Sequence[Any]) -> list[Memory | None]:
+        """Memories from a ``FETCH`` reply: one HMGET row each, then their recall entries
+        (None where a memory does not exist)."""
+        *rows, recalls = reply
+        return [
+            from_values(memory_id, row, stat)
+            for memory_id, row, stat in zip(memory_ids, rows, recalls, strict=True)
+        ]
 
     def user_query(self, user_id: str) -> str:
         return str(Tag("user_id") == encode_tag(user_id))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
 import time
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -114,25 +114,50 @@ _KINDS = {k.value: k for k in Kind}
 _ROLES = {r.value: r for r in Role}
 
 
-def from_hash(memory_id: str, raw: dict[Any, Any]) -> Memory:
-    """Rebuild a Memory from HASH fields (keys and values as str or bytes).
+def _decoded(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else ("" if value is None else str(value))
 
-    On the search path this runs for every candidate, so it decodes each field once and
-    skips JSON for the common empty values.
-    """
+
+def from_hash(memory_id: str, raw: dict[Any, Any], stat: bytes | str | None = None) -> Memory:
+    """Rebuild a Memory from HASH fields (keys and values as str or bytes), with its recall
+    side-hash entry ``stat`` folded in."""
     fields = {}
     for key, value in raw.items():
         name = key.decode() if isinstance(key, bytes) else key
         if name in _WANTED:  # never the vector, which is not text
-            fields[name] = value.decode() if isinstance(value, bytes) else (
-                "" if value is None else str(value))
-    return from_fields(memory_id, fields)
+            fields[name] = _decoded(value)
+    return from_fields(memory_id, fields, stat)
 
 
-def from_fields(memory_id: str, f: dict[str, str]) -> Memory:
-    """Rebuild a Memory from decoded HASH fields."""
+def from_values(memory_id: str, values: Sequence[Any], stat: bytes | str | None) -> Memory | None:
+    """A Memory from HMGET values of ``MEMORY_FIELDS`` (None when the hash does not exist),
+    with its recall side-hash entry folded in. The search path's final read: one pass, no
+    copies."""
+    if all(v is None for v in values):
+        return None
+    return from_fields(
+        memory_id, dict(zip(MEMORY_FIELDS, map(_decoded, values), strict=True)), stat)
+
+
+def recall_stat(stat: bytes | str | None) -> tuple[int, float] | None:
+    """A recall side-hash entry ``"<count>|<last recall time>"`` as (count, last), or None."""
+    if not stat:
+        return None
+    text = stat.decode() if isinstance(stat, bytes) else stat
+    count, _, last = text.partition("|")
+    return int(count), float(last)
+
+
+def from_fields(memory_id: str, f: dict[str, str], stat: bytes | str | None = None) -> Memory:
+    """Rebuild a Memory from decoded HASH fields, with the recalls recorded since it was last
+    written (``stat``, from the recall side hash) folded in.
+
+    Recalls live in a side hash rather than the memory's own: rewriting an indexed hash makes
+    RediSearch re-index the whole document (vector included) and skews BM25 statistics.
+    """
     try:
         session, role, metadata, replaces = f["session_id"], f["role"], f["metadata"], f["replaces"]
+        recalled = recall_stat(stat) or (0, 0.0)
         return Memory(
             id=memory_id,
             user_id=unquote(f["user_id"]),
@@ -142,8 +167,8 @@ def from_fields(memory_id: str, f: dict[str, str]) -> Memory:
             role=_ROLES[role] if role else None,
             name=f.get("name") or None,
             created_at=float(f["created_at"]),
-            last_accessed=float(f["last_accessed"]),
-            access_count=int(float(f["access_count"])),
+            last_accessed=max(float(f["last_accessed"]), recalled[1]),
+            access_count=int(float(f["access_count"])) + recalled[0],
             importance=float(f["importance"]),
             metadata=json.loads(metadata) if metadata and metadata != "{}" else {},
             replaces=tuple(json.loads(replaces)) if replaces else (),
@@ -151,20 +176,3 @@ def from_fields(memory_id: str, f: dict[str, str]) -> Memory:
         )
     except (KeyError, ValueError) as exc:
         raise StoreError(f"memory {memory_id} is stored in an unreadable form: {exc}") from exc
-
-
-def with_recalls(memory: Memory, stat: bytes | str | None) -> Memory:
-    """``memory`` with the recalls recorded since it was last written folded in.
-
-    Recalls live in a side hash rather than the memory's own: rewriting an indexed hash makes
-    RediSearch re-index the whole document (vector included) and skews BM25 statistics.
-    """
-    if not stat:
-        return memory
-    text = stat.decode() if isinstance(stat, bytes) else stat
-    count, _, last = text.partition("|")
-    return dataclasses.replace(
-        memory,
-        access_count=memory.access_count + int(count),
-        last_accessed=max(memory.last_accessed, float(last)),
-    )

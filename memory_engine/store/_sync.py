@@ -6,10 +6,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import redis
+from redis.exceptions import NoScriptError
 from redisvl.index import SearchIndex
 
 from ..models import Memory, Vector
-from ._core import StoreCore, keys_of
+from ._core import FETCH, StoreCore, keys_of
 from ._errors import is_missing_index, redis_errors
 from ._records import MEMORY_FIELDS, encode_tag
 
@@ -82,7 +83,20 @@ class MemoryStore:
             pipe.hmget(self.core.keys.memory(user_id, memory_id), MEMORY_FIELDS)
             pipe.hget(self.core.keys.recalls(user_id), memory_id)
             values, recalls = pipe.execute()
-        return self.core.read_memory(memory_id, MEMORY_FIELDS, values, recalls)
+        return self.core.read_memory(memory_id, values, recalls)
+
+    def fetch(self, user_id: str, memory_ids: Sequence[str]) -> list[Memory | None]:
+        """Several memories of one user, with their recall counts, in one round trip (None
+        for one that does not exist)."""
+        if not memory_ids:
+            return []
+        args = self.core.fetch_args(user_id, memory_ids)
+        with redis_errors("read memories"):
+            try:
+                reply = self.client.execute_command("EVALSHA", *args)
+            except NoScriptError:  # first use on this server: EVAL caches the script
+                reply = self.client.execute_command("EVAL", FETCH, *args[1:])
+        return self.core.read_memories(memory_ids, reply)
 
     def turns_before(self, memory: Memory, depth: int) -> list[Memory]:
         """Up to ``depth`` turns before ``memory`` in its session, oldest first."""

@@ -13,8 +13,8 @@ import pytest
 pytestmark = pytest.mark.integration
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "recall_latency.py"
-NAMES = {"raw_knn", "raw_bm25", "raw_hybrid", "vector", "keyword", "hybrid", "vector_e2e",
-         "hybrid_e2e"}
+NAMES = {"raw_knn", "raw_bm25", "raw_hybrid", "raw_hybrid_all", "vector", "keyword", "hybrid",
+         "vector_e2e", "hybrid_e2e"}
 
 
 def test_recall_latency_quick(redis_url: str, tmp_path: Path) -> None:
@@ -45,6 +45,9 @@ def test_recall_latency_quick(redis_url: str, tmp_path: Path) -> None:
         assert report["consistency"][f"{mode}_hits_in_raw"] == 1.0
         assert report["consistency"][f"{mode}_mean_hits"] > 0
     assert report["ratios"]["hybrid_over_raw_hybrid_p50"] > 0
+    # the final read is one more round trip on top of the search pair
+    assert results["raw_hybrid_all"]["p50_ms"] > 0
+    assert report["ratios"]["hybrid_over_raw_hybrid_all_p50"] > 0
 
     png = out.with_suffix(".png")
     assert png.is_file()

@@ -1,4 +1,4 @@
-"""From candidate lists to the final ranking: ``rank()`` on hand-built hits. Pure."""
+"""From candidate lists to the final ranking: ``rank()`` on hand-built candidates. Pure."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import math
 import pytest
 
 from memory_engine.lifecycle.decay import DAY, DecayPolicy
-from memory_engine.models import Kind, Memory, ScoreParts, SearchHit, SearchMode
+from memory_engine.models import ScoreParts, SearchMode
 from memory_engine.retrieval._ranking import (
+    Candidate,
     Fusion,
+    Ranked,
     RankingOptions,
     _credit_previous,
     rank,
@@ -23,27 +25,23 @@ PLAIN = RankingOptions()
 def mem(
     memory_id: str, text: str | None = None, *, last_accessed: float = NOW,
     access_count: int = 0, importance: float = 0.5, previous_id: str | None = None,
-) -> Memory:
-    return Memory(
-        id=memory_id, user_id="alice", text=text or f"memory {memory_id}", kind=Kind.TURN,
-        session_id="s1", role=None, name=None, created_at=last_accessed,
+) -> Candidate:
+    return Candidate(
+        id=memory_id, score=0.0, previous_id=previous_id, text=text or f"memory {memory_id}",
         last_accessed=last_accessed, access_count=access_count, importance=importance,
-        metadata={}, previous_id=previous_id,
     )
 
 
-def kw(memory: Memory | str, score: float) -> SearchHit:
-    memory = mem(memory) if isinstance(memory, str) else memory
-    return SearchHit(memory, score, ScoreParts(keyword=score))
+def kw(candidate: Candidate | str, score: float) -> Candidate:
+    """A BM25 candidate: the score is the BM25 score."""
+    return (mem(candidate) if isinstance(candidate, str) else candidate)._replace(score=score)
 
 
-def vec(memory: Memory | str, score: float) -> SearchHit:
-    memory = mem(memory) if isinstance(memory, str) else memory
-    return SearchHit(memory, score, ScoreParts(vector=score))
+vec = kw  # a KNN candidate: the score is the cosine similarity
 
 
-def ids(hits: list[SearchHit]) -> list[str]:
-    return [h.memory.id for h in hits]
+def ids(hits: list[Ranked]) -> list[str]:
+    return [h.id for h in hits]
 
 
 KEYWORD = [kw("a", 5.0), kw("b", 3.0)]
@@ -71,7 +69,7 @@ def test_hybrid_fuses_and_carries_both_parts() -> None:
     assert ids(hits) == ["a", "b", "c"]
     assert hits[0].score == pytest.approx(1.0)  # first in both rankings
     assert hits[0].parts == ScoreParts(keyword=5.0, vector=0.8, decay=None)
-    by_id = {h.memory.id: h for h in hits}
+    by_id = {h.id: h for h in hits}
     assert by_id["b"].parts == ScoreParts(keyword=3.0, vector=None)
     assert by_id["c"].parts == ScoreParts(keyword=None, vector=0.6)
     # second in one ranking only: (1/62) / (2/61) with rrf_k=60
@@ -110,7 +108,7 @@ def test_decay_demotes_an_old_unrecalled_unimportant_memory() -> None:
     hits = rank(SearchMode.VECTOR, 10, vector=[vec(old, 0.8), vec(fresh, 0.8)],
                 options=options, now=NOW)
     assert ids(hits) == ["fresh", "old"]
-    by_id = {h.memory.id: h for h in hits}
+    by_id = {h.id: h for h in hits}
     assert by_id["fresh"].parts.decay == pytest.approx(0.7)
     assert by_id["old"].parts.decay == pytest.approx(0.7 * math.exp(-365 / 30))
     assert by_id["fresh"].score == pytest.approx(0.8 * 0.7)
@@ -142,7 +140,7 @@ def test_min_similarity_filters_vector_candidates() -> None:
     hits = rank(SearchMode.HYBRID, 10, keyword=[kw("far", 2.0)], vector=vector,
                 options=options, now=NOW)
     assert set(ids(hits)) == {"close", "far"}
-    far = next(h for h in hits if h.memory.id == "far")
+    far = next(h for h in hits if h.id == "far")
     assert far.parts == ScoreParts(keyword=2.0, vector=None)
     # keyword candidates are not filtered by similarity
     assert ids(rank(SearchMode.KEYWORD, 10, keyword=[kw("x", 0.1)], options=options,
@@ -211,7 +209,7 @@ def test_context_credit_applies_to_hybrid_only() -> None:
     vector = [vec(reply, 0.9), vec(other, 0.8), vec(before, 0.1)]
     options = RankingOptions(context_credit=0.5)
     single = rank(SearchMode.KEYWORD, 10, keyword=keyword, options=options, now=NOW)
-    assert {h.memory.id: h.score for h in single} == {"reply": 4.0, "other": 3.0, "before": 1.0}
+    assert {h.id: h.score for h in single} == {"reply": 4.0, "other": 3.0, "before": 1.0}
     fused = rank(SearchMode.HYBRID, 10, keyword=keyword, vector=vector, options=options,
                  now=NOW)
     plain = rank(SearchMode.HYBRID, 10, keyword=keyword, vector=vector, options=PLAIN, now=NOW)
@@ -220,7 +218,7 @@ def test_context_credit_applies_to_hybrid_only() -> None:
     assert ids(fused).index("before") < ids(fused).index("other")
     assert all(0 < h.score <= 1 for h in fused)
     # the parts still show the candidate's own scores
-    assert next(h for h in fused if h.memory.id == "before").parts.keyword == 1.0
+    assert next(h for h in fused if h.id == "before").parts.keyword == 1.0
 
 
 def test_k_truncates() -> None:
@@ -264,6 +262,6 @@ def test_zero_score_keyword_matches_are_not_evidence() -> None:
     vector = [vec(noise, 0.6), vec(real, 0.2)]
     hits = rank(SearchMode.HYBRID, 10, keyword=keyword, vector=vector, options=PLAIN, now=NOW)
     assert ids(hits) == ["real", "noise"]
-    assert next(h for h in hits if h.memory.id == "noise").parts.keyword is None
+    assert next(h for h in hits if h.id == "noise").parts.keyword is None
     only = rank(SearchMode.KEYWORD, 10, keyword=keyword, options=PLAIN, now=NOW)
     assert ids(only) == ["real"]
