@@ -29,6 +29,7 @@ from .retrieval._queries import (
 from .retrieval._ranking import Candidate, Fusion, Ranked, RankingOptions, rank, with_overrides
 from .retrieval._results import keyword_candidates, vector_candidates, with_recall_stats
 from .store import StoreCore, StoreSettings, new_id
+from .store._history import HistoryKeys
 
 _NEW_FIELDS = {f.name for f in dataclasses.fields(NewMemory)}
 _UPDATABLE = ("text", "session_id", "kind", "role", "name", "importance", "metadata")
@@ -89,7 +90,7 @@ class EngineCore:
         vectors: list[Vector | None] = []
         to_embed: list[int] = []
         for position, raw in enumerate(items):
-            item = self._as_new(raw, position)
+            item = self.as_new(raw, position)
             created = check.timestamp(item.created_at, "created_at")
             memories.append(Memory(
                 id=new_id(now),
@@ -129,7 +130,8 @@ class EngineCore:
         )
 
     @staticmethod
-    def _as_new(raw: NewMemory | Mapping[str, Any] | str, position: int) -> NewMemory:
+    def as_new(raw: NewMemory | Mapping[str, Any] | str, position: int) -> NewMemory:
+        """One ``add_many`` item as a ``NewMemory`` (unknown dict fields are an error)."""
         if isinstance(raw, NewMemory):
             return raw
         if isinstance(raw, str):
@@ -162,6 +164,32 @@ class EngineCore:
             for m, v, c in zip(prepared.memories, vectors, prepared.keyword_context, strict=True)
             if v is not None
         ]
+
+    def history_keys(self, user_id: object, session_id: object) -> HistoryKeys:
+        """The keys of one user's chat session (both ids validated)."""
+        session = check.session_id(session_id)
+        if session is None:
+            raise InvalidArgumentError("a chat history needs a session_id")
+        return HistoryKeys.of(self.config.key_prefix, check.user_id(user_id), session)
+
+    def history_write(
+        self, user_id: object, session_id: object, messages: Sequence[object], ttl: object
+    ) -> tuple[HistoryKeys, list[str], int | None]:
+        """Validate a history append: keys, the message texts, the TTL in seconds."""
+        keys = self.history_keys(user_id, session_id)
+        if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
+            raise InvalidArgumentError("messages must be a list of strings")
+        texts = []
+        for i, message in enumerate(messages):
+            if not isinstance(message, str):
+                raise InvalidArgumentError(
+                    f"message {i} must be a string, not {type(message).__name__}")
+            texts.append(message)
+        if not texts:
+            raise InvalidArgumentError("history_append needs at least one message")
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1):
+            raise InvalidArgumentError(f"ttl must be a whole number of seconds >= 1, not {ttl!r}")
+        return keys, texts, ttl
 
     @staticmethod
     def update_embed_text(updated: Memory, before: Sequence[Memory]) -> str:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from . import _validation as check
 from ._core import EngineCore, PreparedWrite
+from ._writer import BackgroundWriter
 from .config import EngineConfig
 from .embeddings import CachedEmbedder, Embedder, SentenceTransformerEmbedder
 from .exceptions import MemoryEngineError, MemoryNotFoundError
@@ -129,6 +130,7 @@ class MemoryEngine(_EngineBase):
         super().__init__(config, embedder=embedder, redis_url=redis_url)
         self._store: MemoryStore | None = None
         self._flusher: ThreadFlusher | None = None
+        self._writer: BackgroundWriter | None = None
         self._lock = threading.Lock()
 
     def connect(self) -> Self:
@@ -204,6 +206,33 @@ class MemoryEngine(_EngineBase):
         store.put_many(records, prepared.tails)
         return prepared.memories
 
+    def add_later(
+        self, user_id: str, items: Iterable[NewMemory | Mapping[str, Any] | str]
+    ) -> None:
+        """Queue items to be embedded and written in the background, in order, in batches.
+
+        Returns at once: the caller never waits for the model. Items are validated now (a
+        bad one raises here and nothing is queued). ``flush()`` waits until they are
+        written; ``close()`` writes them before closing. Items still queued when the process
+        dies are lost. Chat history uses this for its long-term writes.
+        """
+        self._check_open()
+        items = list(items)
+        prepared = self._core.prepare_write(user_id, items, time.time())  # validation only
+        uid = prepared.memories[0].user_id
+        with self._lock:
+            if self._writer is None:
+                self._writer = BackgroundWriter(
+                    lambda user, batch: self.add_many(user, batch),
+                    batch_size=self.config.embedding_batch_size,
+                )
+        self._writer.submit(uid, [EngineCore.as_new(item, i) for i, item in enumerate(items)])
+
+    @property
+    def pending_writes(self) -> int:
+        """Items queued by ``add_later`` and not yet written."""
+        return self._writer.pending if self._writer is not None else 0
+
     def get(self, user_id: str, memory_id: str) -> Memory:
         """One memory of one user. Raises ``MemoryNotFoundError`` when there is none."""
         uid, mid = check.user_id(user_id), check.memory_id(memory_id)
@@ -235,6 +264,24 @@ class MemoryEngine(_EngineBase):
     def forget_user(self, user_id: str) -> int:
         """Delete every memory of one user. Returns how many were deleted."""
         return self._ready().forget_user(check.user_id(user_id))
+
+    def history_append(
+        self, user_id: str, session_id: str, messages: Sequence[str], *, ttl: int | None = None
+    ) -> int:
+        """Append serialized messages to one session's chat history (the storage under
+        ``MemoryChatMessageHistory``). ``ttl``: each message expires that many seconds after
+        it is written. Returns the first new message's sequence number."""
+        keys, texts, ttl = self._core.history_write(user_id, session_id, messages, ttl)
+        return self._ready().history_append(keys, texts, ttl)
+
+    def history_read(self, user_id: str, session_id: str) -> list[tuple[int, str]]:
+        """One session's stored messages as (sequence number, text), oldest first."""
+        return self._ready().history_read(self._core.history_keys(user_id, session_id))
+
+    def history_clear(self, user_id: str, session_id: str) -> int:
+        """Delete one session's chat history (its long-term memories stay). Returns how many
+        messages there were."""
+        return self._ready().history_clear(self._core.history_keys(user_id, session_id))
 
     def count(self, user_id: str) -> int:
         """How many memories one user has."""
@@ -300,7 +347,10 @@ class MemoryEngine(_EngineBase):
         return hits
 
     def flush(self) -> None:
-        """Write pending recall bookkeeping (``last_accessed``, ``access_count``) now."""
+        """Write what is pending now: memories queued by ``add_later``, then recall
+        bookkeeping (``last_accessed``, ``access_count``)."""
+        if self._writer is not None:
+            self._writer.flush()
         if self._flusher is not None:
             self._flusher.flush()
 
@@ -309,6 +359,9 @@ class MemoryEngine(_EngineBase):
         process, still uses it and it was not started with ``memory-engine server start``."""
         if self._closed:
             return
+        if self._writer is not None:  # queued memories are written before anything closes
+            self._writer.close()
+            self._writer = None
         self._closed = True
         if self._flusher is not None:
             self._flusher.close()
@@ -456,6 +509,23 @@ class AsyncMemoryEngine(_EngineBase):
     async def forget_user(self, user_id: str) -> int:
         """See ``MemoryEngine.forget_user``."""
         return await (await self._ready()).forget_user(check.user_id(user_id))
+
+    async def history_append(
+        self, user_id: str, session_id: str, messages: Sequence[str], *, ttl: int | None = None
+    ) -> int:
+        """See ``MemoryEngine.history_append``."""
+        keys, texts, ttl = self._core.history_write(user_id, session_id, messages, ttl)
+        return await (await self._ready()).history_append(keys, texts, ttl)
+
+    async def history_read(self, user_id: str, session_id: str) -> list[tuple[int, str]]:
+        """See ``MemoryEngine.history_read``."""
+        keys = self._core.history_keys(user_id, session_id)
+        return await (await self._ready()).history_read(keys)
+
+    async def history_clear(self, user_id: str, session_id: str) -> int:
+        """See ``MemoryEngine.history_clear``."""
+        keys = self._core.history_keys(user_id, session_id)
+        return await (await self._ready()).history_clear(keys)
 
     async def count(self, user_id: str) -> int:
         """See ``MemoryEngine.count``."""

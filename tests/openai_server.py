@@ -1,15 +1,24 @@
 """A FAKE OpenAI-compatible chat server for tests: real HTTP on 127.0.0.1, no model behind it.
 
 ``FakeOpenAIServer`` answers ``POST /v1/chat/completions`` with a deterministic reply (by
-default ``"echo: "`` plus the last user message), so a test can check what reached the LLM,
-and records every request it receives. Point ``ChatOpenAI(base_url=server.base_url)`` or
-``OPENAI_BASE_URL`` at it. Streaming is not implemented yet: a ``"stream": true`` request
-gets a 400 that says so.
+default ``"echo: "`` plus the last user message; ``echo_context`` also reports the system
+message and the history length), so a test can check what reached the LLM, and records every
+request it receives, streaming or not. Point ``ChatOpenAI(base_url=server.base_url)`` or
+``OPENAI_BASE_URL`` at it.
+
+A ``"stream": true`` request gets Server-Sent Events the way the OpenAI API sends them, over
+HTTP/1.1 with chunked transfer encoding: ``data: {json}\n\n`` events of
+``chat.completion.chunk`` objects sharing one ``id``, ``created`` and ``model`` -- first a
+delta with the assistant role and empty content, then the reply word by word, then an empty
+delta with ``finish_reason: "stop"``, then (when ``stream_options.include_usage`` is true) a
+chunk with no choices and the usage -- and finally ``data: [DONE]\n\n``.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -50,6 +59,43 @@ def echo_last_user_message(body: dict[str, Any]) -> str:
     return "echo: " + (message_text(users[-1]) if users else "")
 
 
+def echo_context(body: dict[str, Any]) -> str:
+    """A reply that lists what the model saw, for tests of prompt assembly.
+
+    ``"echo: <last user message> | system: <system text> | history: <N> earlier messages"``,
+    where the system part (the text of every ``system`` message, joined by ``" / "``) is left
+    out when there is none, and N counts the non-system messages before the last user message
+    (``"1 earlier message"`` in the singular). Texts are copied verbatim, newlines included.
+    """
+    messages: list[dict[str, Any]] = body.get("messages", [])
+    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    last = users[-1] if users else len(messages)
+    parts = ["echo: " + (message_text(messages[last]) if users else "")]
+    system = [message_text(m) for m in messages if m.get("role") == "system"]
+    if system:
+        parts.append("system: " + " / ".join(system))
+    history = sum(1 for m in messages[:last] if m.get("role") != "system")
+    parts.append(f"history: {history} earlier message{'' if history == 1 else 's'}")
+    return " | ".join(parts)
+
+
+def split_reply(text: str) -> list[str]:
+    """The streamed content deltas of ``text``: word by word, each word with the whitespace
+    before it, so that joining them gives ``text`` back exactly."""
+    return re.findall(r"\s*\S+|\s+$", text)
+
+
+class _QuietHTTPServer(ThreadingHTTPServer):
+    """Daemon handler threads; a client that drops its connection is no error worth printing."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 class FakeOpenAIServer:
     """An OpenAI-compatible HTTP server in a background thread.
 
@@ -68,7 +114,7 @@ class FakeOpenAIServer:
         self.model = model
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: _QuietHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -86,8 +132,7 @@ class FakeOpenAIServer:
         """Bind a free port on 127.0.0.1 and serve in a daemon thread."""
         if self._httpd is not None:
             return self
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._httpd.daemon_threads = True
+        self._httpd = _QuietHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="fake-openai", daemon=True
         )
@@ -118,10 +163,20 @@ class FakeOpenAIServer:
         with self._lock:
             self.requests.append(request)
 
+    @staticmethod
+    def usage(body: dict[str, Any], text: str) -> dict[str, int]:
+        """Token counts, as words: the prompt's messages and the reply ``text``."""
+        prompt_words = sum(len(message_text(m).split()) for m in body.get("messages", []))
+        completion_words = len(text.split())
+        return {
+            "prompt_tokens": prompt_words,
+            "completion_tokens": completion_words,
+            "total_tokens": prompt_words + completion_words,
+        }
+
     def completion(self, body: dict[str, Any]) -> dict[str, Any]:
         """The ``chat.completion`` object answering one request body."""
         text = self.reply(body)
-        prompt_words = sum(len(message_text(m).split()) for m in body.get("messages", []))
         return {
             "id": f"chatcmpl-fake-{len(self.requests)}",
             "object": "chat.completion",
@@ -135,17 +190,43 @@ class FakeOpenAIServer:
                     "logprobs": None,
                 }
             ],
-            "usage": {
-                "prompt_tokens": prompt_words,
-                "completion_tokens": len(text.split()),
-                "total_tokens": prompt_words + len(text.split()),
-            },
+            "usage": self.usage(body, text),
         }
+
+    def completion_chunks(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """The ``chat.completion.chunk`` objects streamed in answer to one request body."""
+        text = self.reply(body)
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        head = {
+            "id": f"chatcmpl-fake-{len(self.requests)}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": body.get("model") or self.model,
+            "system_fingerprint": None,
+        }
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+            choice = {"index": 0, "delta": delta, "logprobs": None,
+                      "finish_reason": finish_reason}
+            extra = {"usage": None} if include_usage else {}
+            return {**head, "choices": [choice], **extra}
+
+        chunks = [chunk({"role": "assistant", "content": ""})]
+        chunks += [chunk({"content": piece}) for piece in split_reply(text)]
+        chunks.append(chunk({}, "stop"))
+        if include_usage:
+            chunks.append({**head, "choices": [], "usage": self.usage(body, text)})
+        return chunks
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            # HTTP/1.1 keeps connections alive: every plain response carries Content-Length
+            # and every stream is sent with chunked transfer encoding.
+            protocol_version = "HTTP/1.1"
+
             def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
                 pass
 
@@ -156,6 +237,22 @@ class FakeOpenAIServer:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _write_chunk(self, data: bytes) -> None:
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
+            def _stream(self, chunks: list[dict[str, Any]]) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+                self.send_header("Cache-Control", "no-cache")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for chunk in chunks:
+                    self._write_chunk(f"data: {json.dumps(chunk)}\n\n".encode())
+                self._write_chunk(b"data: [DONE]\n\n")
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
 
             def _error(self, status: int, message: str) -> None:
                 self._send(status, {"error": {"message": message, "type": "invalid_request_error",
@@ -169,6 +266,9 @@ class FakeOpenAIServer:
                 except json.JSONDecodeError:
                     self._error(400, "the body is not JSON")
                     return
+                if not isinstance(body, dict):
+                    self._error(400, "the body is not a JSON object")
+                    return
                 path = self.path.split("?", 1)[0]
                 server._record(RecordedRequest(
                     "POST", path, {k.lower(): v for k, v in self.headers.items()}, body
@@ -176,7 +276,7 @@ class FakeOpenAIServer:
                 if path != "/v1/chat/completions":
                     self._error(404, f"no route {path}")
                 elif body.get("stream"):
-                    self._error(400, "FakeOpenAIServer does not stream yet")
+                    self._stream(server.completion_chunks(body))
                 else:
                     self._send(200, server.completion(body))
 

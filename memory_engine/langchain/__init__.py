@@ -1,13 +1,19 @@
-"""LangChain integration: a user's memories as a ``BaseRetriever``.
+"""LangChain integration: a user's memories as a ``BaseRetriever``, chat history that
+remembers across sessions, and the chain that uses both.
 
-Imported on its own, so ``import memory_engine`` never loads LangChain's retriever stack::
+Imported on its own, so ``import memory_engine`` never loads LangChain::
 
-    from memory_engine.langchain import MemoryRetriever
+    from memory_engine.langchain import MemoryChatMessageHistory, MemoryRetriever
 
     retriever = MemoryRetriever.from_engine(engine, "alice", k=3)
     docs = retriever.invoke("where does my sister live?", k=2)
+    history = MemoryChatMessageHistory(session_id="s1", user_id="alice")
 """
 
+from ._chain import format_memories, with_long_term_memory
+from ._history import MemoryChatMessageHistory
 from ._retriever import MemoryRetriever
 
-__all__ = ["MemoryRetriever"]
+__all__ = [
+    "MemoryChatMessageHistory", "MemoryRetriever", "format_memories", "with_long_term_memory",
+]

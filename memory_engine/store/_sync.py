@@ -12,6 +12,7 @@ from redisvl.index import SearchIndex
 from ..models import Memory, Vector
 from ._core import FETCH, StoreCore, keys_of
 from ._errors import is_missing_index, redis_errors
+from ._history import HistoryKeys, stored_messages, user_pattern_base
 from ._records import MEMORY_FIELDS, encode_tag
 
 
@@ -142,7 +143,28 @@ class MemoryStore:
             for key in self.client.scan_iter(match=pattern, count=1000):
                 deleted += int(self.client.delete(key))
             self.client.delete(*self.core.keys.user_keys(user_id))
+            history = user_pattern_base(self.core.keys.prefix, user_id) + "*"
+            for key in self.client.scan_iter(match=history, count=1000):
+                self.client.delete(key)
         return deleted
+
+    def history_append(
+        self, keys: HistoryKeys, messages: Sequence[str], ttl: int | None
+    ) -> int:
+        """Append messages to a session's history (one script); returns the first new
+        sequence number."""
+        with redis_errors("append to a chat history"):
+            return int(self.client.execute_command(*keys.append_args(messages, ttl)))
+
+    def history_read(self, keys: HistoryKeys) -> list[tuple[int, str]]:
+        """A session's messages, oldest first (expired ones are dropped from its index)."""
+        with redis_errors("read a chat history"):
+            return stored_messages(self.client.execute_command(*keys.read_args()))
+
+    def history_clear(self, keys: HistoryKeys) -> int:
+        """Delete a session's messages; returns how many there were."""
+        with redis_errors("clear a chat history"):
+            return int(self.client.execute_command(*keys.clear_args()))
 
     def count(self, user_id: str) -> int:
         with redis_errors("count memories"):
