@@ -79,3 +79,27 @@ def test_readme_rag_example_runs(
     assert [m["role"] for m in request.body["messages"]] == ["system", "user"]
     # the example wrote to the index the environment named
     assert redis_client.execute_command("FT.INFO", example_env)
+
+
+CHAT_MARKER = "# README: memory-chat-example"
+
+
+def test_readme_memory_chat_example_runs(
+    example_env: str, openai_server: FakeOpenAIServer, redis_client: redis.Redis,
+) -> None:
+    code = readme_block(CHAT_MARKER)
+    namespace: dict[str, Any] = {"__name__": "readme_memory_chat_example"}
+
+    exec(compile(code, f"{README}:{CHAT_MARKER}", "exec"), namespace)
+
+    assert len(openai_server.requests) == 2
+    monday, tuesday = (r.body["messages"] for r in openai_server.requests)
+    assert "(none)" in monday[0]["content"]  # nothing to remember yet
+    # Tuesday's prompt: a fresh history, and Monday's fact recalled into the system message
+    assert [m["role"] for m in tuesday] == ["system", "user"]
+    assert "user: I'm allergic to peanuts." in tuesday[0]["content"]
+    assert tuesday[1]["content"] == "Can I eat a satay sauce?"
+    assert namespace["answer"].content == "echo: Can I eat a satay sauce?"
+    # both days' turns are in alice's long-term memory: closing the engine wrote the queue
+    keys = [k.decode() for k in redis_client.scan_iter(match=f"{example_env}:mem:*")]
+    assert len(keys) == 4
