@@ -187,9 +187,7 @@ class EngineCore:
             texts.append(message)
         if not texts:
             raise InvalidArgumentError("history_append needs at least one message")
-        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1):
-            raise InvalidArgumentError(f"ttl must be a whole number of seconds >= 1, not {ttl!r}")
-        return keys, texts, ttl
+        return keys, texts, check.ttl(ttl)
 
     @staticmethod
     def update_embed_text(updated: Memory, before: Sequence[Memory]) -> str:

@@ -182,6 +182,15 @@ def optional_bool(value: object, what: str) -> bool | None:
     raise InvalidArgumentError(f"{what} must be True or False; got {value!r}")
 
 
+def ttl(value: object) -> int | None:
+    """A time-to-live: None, or a whole number of seconds >= 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError(f"ttl must be a whole number of seconds >= 1, not {value!r}")
+    return value
+
+
 def fusion(value: object) -> str:
     if value not in ("rrf", "linear"):
         raise InvalidArgumentError(f"fusion must be 'rrf' or 'linear'; got {value!r}")

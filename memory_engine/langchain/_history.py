@@ -34,7 +34,8 @@ DEFAULT_KEY_PREFIX = "chat:"
 # builds a new history for every call; each must not load the model again). Closed at exit,
 # which also writes the long-term memories still queued.
 _engines: dict[EngineConfig, MemoryEngine] = {}
-_embedders: dict[tuple[str | None, int], CachedEmbedder] = {}  # one model load per model, not per index
+# One model load per model, not per index.
+_embedders: dict[tuple[str | None, int], CachedEmbedder] = {}
 _async_engines: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[EngineConfig, AsyncMemoryEngine]
 ] = weakref.WeakKeyDictionary()
@@ -154,12 +155,10 @@ class MemoryChatMessageHistory(BaseChatMessageHistory):
             raise InvalidArgumentError("session_id is required")
         if not isinstance(key_prefix, str):
             raise InvalidArgumentError("key_prefix must be a string")
-        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1):
-            raise InvalidArgumentError(f"ttl must be a whole number of seconds >= 1, not {ttl!r}")
         self.session_id = session
         self.user_id = check.user_id(session if user_id is None else user_id)
         self.key_prefix = key_prefix
-        self.ttl = ttl
+        self.ttl = check.ttl(ttl)
         self.remember = bool(remember)
         self._chat_session = key_prefix + session  # where the messages live for this user
         if engine is not None and (redis_url or redis_client or index_name):
