@@ -62,6 +62,18 @@ def _parser() -> argparse.ArgumentParser:
     forget = sub.add_parser("forget", help="delete one memory (--id) or all of a user's memories")
     forget.add_argument("--user", required=True)
     forget.add_argument("--id", dest="memory_id")
+
+    chat = sub.add_parser(
+        "chat", help="chat in the terminal with an LLM that remembers the user across sessions",
+        description="An interactive chat: each reply sees the user's relevant memories from "
+                    "earlier sessions. Needs OPENAI_API_KEY, or OPENAI_BASE_URL for a local "
+                    "OpenAI-compatible server (vLLM, Ollama, LiteLLM). Ends at EOF, /exit or "
+                    "/quit.")
+    chat.add_argument("--user", required=True)
+    chat.add_argument("--session", help="default: a new one, chat-<UTC time>")
+    chat.add_argument("--k", type=int, default=4,
+                      help="memories of earlier sessions given per reply (default 4)")
+    chat.add_argument("--model", help="default: env MEMORY_ENGINE_CHAT_MODEL, else gpt-4o-mini")
     return parser
 
 
@@ -106,9 +118,21 @@ def _server(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chat(args: argparse.Namespace) -> int:
+    from . import _chat  # LangChain and the OpenAI client load for this subcommand only
+
+    llm, label = _chat.chat_model(args.model)  # no LLM configured: an error before any input
+    session = args.session if args.session is not None else _chat.new_session_id()
+    with MemoryEngine(_config(args)) as engine:
+        return _chat.run_chat(engine, llm, user_id=args.user, session_id=session, k=args.k,
+                              model_label=label)
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "server":
         return _server(args)
+    if args.command == "chat":
+        return _chat(args)
     if args.command == "demo":
         cfg = _config(args) if args.index else _config(
             args, index_name=DEMO_INDEX, key_prefix=DEMO_INDEX
