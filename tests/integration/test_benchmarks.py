@@ -52,3 +52,40 @@ def test_recall_latency_quick(redis_url: str, tmp_path: Path) -> None:
     png = out.with_suffix(".png")
     assert png.is_file()
     assert png.stat().st_size > 0
+
+
+CHAT_SCRIPT = SCRIPT.with_name("chat_history.py")
+CHAT_NAMES = {"add_message_remember_off", "add_message_remember_on", "add_message_sync_embed",
+              "embed_one"}
+
+
+def test_chat_history_benchmark_quick(redis_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "chat.json"
+    proc = subprocess.run(
+        [sys.executable, str(CHAT_SCRIPT), "--quick", "--redis-url", redis_url,
+         "--out", str(out)],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
+
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == "chat_history"
+    assert report["params"]["quick"] is True
+    results = {r["name"]: r for r in report["results"]}
+    assert set(results) == CHAT_NAMES
+    for name, r in results.items():
+        assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"], (name, r)
+        assert r["per_s"] > 0, name
+        assert r["calls"] == report["params"]["messages"], name
+    background = report["background"]
+    assert background["long_term_written"] == background["expected"] > 0
+    assert background["flush_s"] >= 0
+    assert set(report["ratios"]) >= {"remember_on_over_off_p50", "sync_embed_over_remember_on_p50"}
+
+    png = out.with_suffix(".png")
+    assert png.is_file()
+    assert png.stat().st_size > 0
