@@ -36,7 +36,10 @@ class EngineConfig:
         key_prefix: Prefix of every key the engine writes.
         embedding_model: A sentence-transformers model name or path; None is the bundled
             all-MiniLM-L6-v2, loaded offline.
-        embedding_batch_size: Texts per forward pass when embedding documents.
+        embedding_batch_size: Texts per forward pass when embedding documents. Texts are
+            sorted by length first, so small batches pad little: turns embedded with their
+            context (~100-200 tokens) cost 17.9 ms each at 8, 19.7 at 16, 29 at 64 on 2 CPU
+            cores; short texts ~3.5 ms at any size.
         query_cache_size: Query embeddings kept in process (LRU); 0 disables the cache.
         max_text_chars: Longest memory or query text accepted; longer input is rejected,
             never truncated.
@@ -71,7 +74,7 @@ class EngineConfig:
     index_name: str = "memory_engine"
     key_prefix: str = "memory_engine"
     embedding_model: str | None = None
-    embedding_batch_size: int = 64
+    embedding_batch_size: int = 16
     query_cache_size: int = 2048
     max_text_chars: int = 16_000
     max_k: int = 1_000

@@ -32,6 +32,7 @@ from .store import AsyncMemoryStore, MemoryStore
 from .store._access import AccessLog, TaskFlusher, ThreadFlusher
 
 _EMBED_CHUNK = 256  # texts per progress-bar step
+_WRITE_LATER_BATCH = 64  # add_later items per add_many call (the model sorts them by length)
 
 
 def _item(
@@ -224,7 +225,7 @@ class MemoryEngine(_EngineBase):
             if self._writer is None:
                 self._writer = BackgroundWriter(
                     lambda user, batch: self.add_many(user, batch),
-                    batch_size=self.config.embedding_batch_size,
+                    batch_size=_WRITE_LATER_BATCH,
                 )
         self._writer.submit(uid, [EngineCore.as_new(item, i) for i, item in enumerate(items)])
 
