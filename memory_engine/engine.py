@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from . import _validation as check
 from ._core import EngineCore, PreparedWrite
-from ._writer import BackgroundWriter
+from ._writer import BackgroundWriter, TaskWriter
 from .config import EngineConfig
 from .embeddings import CachedEmbedder, Embedder, SentenceTransformerEmbedder
 from .exceptions import MemoryEngineError, MemoryNotFoundError
@@ -404,6 +404,7 @@ class AsyncMemoryEngine(_EngineBase):
         super().__init__(config, embedder=embedder, redis_url=redis_url)
         self._store: AsyncMemoryStore | None = None
         self._flusher: TaskFlusher | None = None
+        self._writer: TaskWriter | None = None
         self._alock: asyncio.Lock | None = None
 
     async def connect(self) -> Self:
@@ -577,8 +578,27 @@ class AsyncMemoryEngine(_EngineBase):
             self._flusher.record(user, [h.memory.id for h in hits], plan.now)
         return hits
 
+    async def add_later(
+        self, user_id: str, items: Iterable[NewMemory | Mapping[str, Any] | str]
+    ) -> None:
+        """See ``MemoryEngine.add_later``: validated now, written by a task on this loop."""
+        self._check_open()
+        items = list(items)
+        prepared = self._core.prepare_write(user_id, items, time.time())  # validation only
+        if self._writer is None:
+            self._writer = TaskWriter(self.add_many, batch_size=_WRITE_LATER_BATCH)
+        self._writer.submit(prepared.memories[0].user_id,
+                            [EngineCore.as_new(item, i) for i, item in enumerate(items)])
+
+    @property
+    def pending_writes(self) -> int:
+        """Items queued by ``add_later`` and not yet written."""
+        return self._writer.pending if self._writer is not None else 0
+
     async def flush(self) -> None:
         """See ``MemoryEngine.flush``."""
+        if self._writer is not None:
+            await self._writer.flush()
         if self._flusher is not None:
             await self._flusher.flush()
 
@@ -586,6 +606,9 @@ class AsyncMemoryEngine(_EngineBase):
         """See ``MemoryEngine.close``."""
         if self._closed:
             return
+        if self._writer is not None:  # queued memories are written before anything closes
+            await self._writer.close()
+            self._writer = None
         self._closed = True
         if self._flusher is not None:
             await self._flusher.close()

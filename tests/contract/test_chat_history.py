@@ -21,7 +21,8 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
-from memory_engine import MemoryEngine, NewMemory
+from memory_engine import AsyncMemoryEngine, EngineConfig, MemoryEngine, NewMemory
+from memory_engine.embeddings import SentenceTransformerEmbedder
 from memory_engine.exceptions import InvalidArgumentError, InvalidInputError
 from memory_engine.langchain import MemoryChatMessageHistory
 
@@ -211,3 +212,18 @@ def test_add_later_rejects_bad_items_before_queueing(engine: MemoryEngine) -> No
     engine.add_later("alice", ["queued and written"])
     engine.flush()
     assert engine.count("alice") == 1
+
+
+async def test_async_engine_add_later_writes_in_the_background(
+    config: EngineConfig, minilm: SentenceTransformerEmbedder,
+) -> None:
+    async with AsyncMemoryEngine(config, embedder=minilm) as engine:
+        await engine.add_later("alice", ["queued on the loop", {"text": "and another"}])
+        assert engine.pending_writes == 2
+        await engine.flush()
+        assert engine.pending_writes == 0
+        assert await engine.count("alice") == 2
+        await engine.add_later("alice", ["written by close"])
+    async with AsyncMemoryEngine(config, embedder=minilm) as engine:
+        assert await engine.count("alice") == 3
+        await engine.forget_user("alice")

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from memory_engine._writer import BackgroundWriter
+from memory_engine._writer import BackgroundWriter, TaskWriter
 from memory_engine.exceptions import MemoryEngineError, StoreError
 from memory_engine.models import NewMemory
 
@@ -74,3 +74,32 @@ def test_close_writes_what_is_queued_then_refuses_more() -> None:
     assert write.calls == [("a", ["last words"])]
     with pytest.raises(MemoryEngineError, match="closed"):
         writer.submit("a", items("too late"))
+
+
+class AsyncRecorder(Recorder):
+    async def awrite(self, user_id: str, items: list[NewMemory]) -> None:
+        self(user_id, items)
+
+
+async def test_task_writer_writes_in_order_and_survives_a_failure() -> None:
+    write = AsyncRecorder(fail_on="bad")
+    writer = TaskWriter(write.awrite, batch_size=2, interval=0.01)
+    writer.submit("a", items("a1", "a2", "a3"))
+    writer.submit("b", items("bad"))
+    writer.submit("a", items("a4"))
+    assert writer.pending == 5
+    assert await writer.flush(timeout=5)
+    assert writer.pending == 0
+    assert writer.failures == 1
+    assert write.calls == [("a", ["a1", "a2"]), ("a", ["a3"]), ("a", ["a4"])]
+    await writer.close()
+    with pytest.raises(MemoryEngineError, match="closed"):
+        writer.submit("a", items("too late"))
+
+
+async def test_task_writer_close_writes_what_is_queued() -> None:
+    write = AsyncRecorder()
+    writer = TaskWriter(write.awrite, interval=1.0)
+    writer.submit("a", items("last words"))
+    await writer.close()
+    assert write.calls == [("a", ["last words"])]
