@@ -119,6 +119,15 @@ class EngineCore:
             keyword_context=[None] * len(memories),
         )
 
+    def prepare_later(
+        self, user_id: object, items: Iterable[NewMemory | Mapping[str, Any] | str]
+    ) -> tuple[str, list[NewMemory]]:
+        """Validate ``add_later`` items now (as ``add_many`` will) and return the user id and
+        the items to queue."""
+        items = list(items)
+        prepared = self.prepare_write(user_id, items, 0.0)
+        return prepared.memories[0].user_id, [self.as_new(item, i) for i, item in enumerate(items)]
+
     def with_context(
         self, prepared: PreparedWrite, tails: Mapping[str, Sequence[Turn]]
     ) -> PreparedWrite:

@@ -1,0 +1,93 @@
+"""What ``MemoryEngine`` and ``AsyncMemoryEngine`` share, with no I/O of its own."""
+
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ._core import EngineCore
+from .config import EngineConfig
+from .embeddings import CachedEmbedder, Embedder, SentenceTransformerEmbedder
+from .exceptions import MemoryEngineError
+from .models import Kind, NewMemory, Role, Vector
+from .server import EmbeddedServer, Lease, redact
+
+EMBED_CHUNK = 256  # texts per progress-bar step
+WRITE_LATER_BATCH = 64  # add_later items per add_many call (the model sorts them by length)
+
+
+def new_item(
+    text: str,
+    session_id: str | None,
+    kind: Kind | str,
+    role: Role | str | None,
+    name: str | None,
+    created_at: float | None,
+    importance: float,
+    metadata: Mapping[str, Any] | None,
+    embedding: Vector | Sequence[float] | None,
+) -> NewMemory:
+    """The ``NewMemory`` that ``add`` writes (validated later, with the rest of a batch)."""
+    return NewMemory(
+        text=text, session_id=session_id, kind=kind, role=role, name=name,
+        created_at=created_at, importance=importance,
+        metadata=metadata if isinstance(metadata, dict) else dict(metadata or {}),
+        embedding=None if embedding is None else np.asarray(embedding, dtype=np.float32),
+    )
+
+
+class EngineBase:
+    """What both engines share and that does no I/O."""
+
+    def __init__(
+        self,
+        config: EngineConfig | None = None,
+        *,
+        embedder: Embedder | None = None,
+        redis_url: str | None = None,
+    ) -> None:
+        cfg = config if config is not None else EngineConfig.from_env()
+        if redis_url is not None:
+            cfg = cfg.with_(redis_url=redis_url)
+        if embedder is None:
+            embedder = SentenceTransformerEmbedder(
+                cfg.embedding_model, batch_size=cfg.embedding_batch_size
+            )
+        if not isinstance(embedder, CachedEmbedder):
+            embedder = CachedEmbedder(embedder, cfg.query_cache_size)
+        self.config = cfg
+        self.embedder: CachedEmbedder = embedder
+        self._core = EngineCore(cfg, embedder)
+        self._lease: Lease | None = None
+        self._closed = False
+
+    @property
+    def url(self) -> str | None:
+        """The Redis URL in use (password redacted), once connected."""
+        url = self.config.redis_url or (self._lease.url if self._lease else None)
+        return redact(url) if url else None
+
+    def _server(self) -> EmbeddedServer:
+        cfg = self.config
+        return EmbeddedServer(cfg.home, binary=cfg.redis_server, module=cfg.search_module)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise MemoryEngineError("this engine is closed")
+
+    def _embed_all(self, texts: list[str], progress: bool) -> list[Vector]:
+        """Embed in chunks so a progress bar can move; blocking (the async engine threads it)."""
+        chunks = [texts[i : i + EMBED_CHUNK] for i in range(0, len(texts), EMBED_CHUNK)]
+        out: list[Vector] = []
+        with tqdm(total=len(texts), desc="embedding", unit="text", disable=not progress) as bar:
+            for chunk in chunks:
+                out.extend(self.embedder.embed_documents(chunk))
+                bar.update(len(chunk))
+        return out
+
+
+
