@@ -53,30 +53,34 @@ import datetime as dt
 import os
 import sys
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
-import redis
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-from memory_engine import EngineConfig, MemoryEngine
+from memory_engine import MemoryEngine
 from memory_engine.langchain import MemoryChatMessageHistory
 from memory_engine.models import Kind, Role
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
-    RESULTS_DIR,
-    drop_index,
-    git_state,
-    machine_info,
-    private_server,
+    Measurement,
+    add_common_arguments,
+    add_size_arguments,
+    apply_defaults,
+    common_params,
+    drop_prefix,
+    open_redis,
+    plot_latency_bars,
+    print_ratios,
+    provenance,
+    save_report,
+    scratch_engine,
     server_versions,
-    write_json,
+    timed,
 )
 
 FULL = {"messages": 2_000, "sessions": 20, "users": 2, "warmup": 50}
@@ -200,38 +204,9 @@ def session_of(session: int) -> str:
 # --- Measurement -------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class Measurement:
-    """Latencies of one timed loop."""
-
-    name: str
-    latencies_ms: npt.NDArray[np.float64]
-    wall_s: float
-
-    def summary(self) -> dict[str, Any]:
-        p50, p95, p99 = np.percentile(self.latencies_ms, [50, 95, 99])
-        return {
-            "name": self.name,
-            "p50_ms": round(float(p50), 4),
-            "p95_ms": round(float(p95), 4),
-            "p99_ms": round(float(p99), 4),
-            "mean_ms": round(float(self.latencies_ms.mean()), 4),
-            "max_ms": round(float(self.latencies_ms.max()), 4),
-            "per_s": round(len(self.latencies_ms) / self.wall_s, 2),
-            "calls": len(self.latencies_ms),
-        }
-
-
-def timed(name: str, calls: Sequence[Callable[[], object]]) -> Measurement:
-    """Time each call once, in order."""
-    latencies = np.empty(len(calls), dtype=np.float64)
-    clock = time.perf_counter
-    start = clock()
-    for i, call in enumerate(calls):
-        t0 = clock()
-        call()
-        latencies[i] = clock() - t0
-    return Measurement(name, latencies * 1000.0, clock() - start)
+def summary(m: Measurement) -> dict[str, Any]:
+    """One entry of the report's ``results``."""
+    return {"name": m.name, **m.latency_summary(), "per_s": m.per_second(), "calls": m.calls}
 
 
 class Histories:
@@ -356,35 +331,15 @@ def ratios(results: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 def plot(report: dict[str, Any], path: Path) -> None:
     """Grouped bars of p50 and p99 per measurement, log scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    results = report["results"]
-    names = [r["name"] for r in results]
-    x = np.arange(len(names))
-    width = 0.38
-    fig, ax = plt.subplots(figsize=(9.5, 4.5))
-    for offset, key, color in ((-width / 2, "p50_ms", "#4c72b0"), (width / 2, "p99_ms", "#dd8452")):
-        values = [r[key] for r in results]
-        bars = ax.bar(x + offset, values, width, label=key.removesuffix("_ms"), color=color)
-        ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=8, padding=2)
-    params, bg = report["params"], report["background"]
-    ax.set_xticks(x, [n.replace("add_message_", "add_message\n") for n in names])
-    ax.set_yscale("log")
-    ax.set_ylabel("latency (ms, log scale)")
-    ax.set_title(
+    results, params, bg = report["results"], report["params"], report["background"]
+    plot_latency_bars(
+        results, path,
         f"memory-engine chat history add_message: {params['messages']:,} messages, "
         f"{params['sessions']} sessions, {params['users']} users, 1 client\n"
         f"remember_on queue drained by flush() in {bg['flush_s']:.2f}s afterwards",
-        fontsize=10,
+        tick_labels=[r["name"].replace("add_message_", "add_message\n") for r in results],
+        title_size=10,
     )
-    ax.legend()
-    ax.margins(y=0.2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -399,9 +354,7 @@ def print_table(report: dict[str, Any]) -> None:
     for r in report["results"]:
         print(f"{r['name']:<27}{r['p50_ms']:>10.3f}{r['p95_ms']:>10.3f}{r['p99_ms']:>10.3f}"
               f"{r['mean_ms']:>10.3f}{r['max_ms']:>10.3f}{r['per_s']:>10.0f}")
-    print()
-    for name, value in report["ratios"].items():
-        print(f"{name:<34}{value:>8.2f}x")
+    print_ratios(report["ratios"])
     print(f"\nremember_on background: {bg['pending_after_loop']} writes still queued after the "
           f"timed loop; flush() took {bg['flush_s']:.3f}s; end to end "
           f"{bg['end_to_end_per_s']:,.0f} msgs/s")
@@ -418,41 +371,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="add_message latency of MemoryChatMessageHistory, with and without "
                     "long-term memory.",
     )
-    parser.add_argument("--messages", type=int, help=f"timed messages per measurement; default "
-                        f"{FULL['messages']:,} ({QUICK['messages']} with --quick)")
-    parser.add_argument("--sessions", type=int, help=f"default {FULL['sessions']} "
-                        f"({QUICK['sessions']} with --quick)")
-    parser.add_argument("--users", type=int, help=f"users the sessions belong to; default "
-                        f"{FULL['users']}")
-    parser.add_argument("--warmup", type=int, help=f"untimed messages before each measurement; "
-                        f"default {FULL['warmup']} ({QUICK['warmup']} with --quick)")
-    parser.add_argument("--seed", type=int, default=42, help="text seed (default 42)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a small run (~200 messages) for CI and smoke tests")
-    parser.add_argument("--out", type=Path, help="result JSON; the PNG is written next to it")
-    parser.add_argument("--redis-url", help="a Redis with the search module; default: start a "
-                        "private embedded server in a temporary directory")
+    add_size_arguments(parser, FULL, QUICK, {
+        "messages": "timed messages per measurement",
+        "users": "users the sessions belong to",
+        "warmup": "untimed messages before each measurement",
+    })
+    add_common_arguments(parser, seed_of="text", quick_run="~200 messages")
     args = parser.parse_args(argv)
-    sizes = QUICK if args.quick else FULL
-    for name, default in sizes.items():
-        if getattr(args, name) is None:
-            setattr(args, name, default)
-    if args.out is None:
-        stem = "chat_history_quick" if args.quick else "chat_history"
-        args.out = RESULTS_DIR / f"{stem}.json"
+    apply_defaults(args, FULL, QUICK, "chat_history")
     if args.users < 1 or args.sessions < args.users or args.messages < args.sessions:
         parser.error("need --users >= 1, --sessions >= --users and --messages >= --sessions")
     if args.warmup < 0:
         parser.error("need --warmup >= 0")
     return args
-
-
-def cleanup(client: redis.Redis, config: EngineConfig) -> None:
-    """Drop the index with its documents, then every other key of the prefix (histories)."""
-    drop_index(client, config)
-    keys = list(client.scan_iter(match=f"{config.key_prefix}:*", count=1000))
-    for start in range(0, len(keys), 500):
-        client.delete(*keys[start : start + 500])
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -461,28 +392,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     turns = conversation(rng, args.messages, args.sessions)
     warm = conversation(rng, args.warmup, 1) if args.warmup else []
     with contextlib.ExitStack() as stack:
-        url = args.redis_url or private_server(stack)
-        client = redis.Redis.from_url(url, protocol=2)
-        stack.callback(client.close)
-        name = f"bench_{uuid.uuid4().hex[:12]}"
-        config = EngineConfig(redis_url=url, index_name=name, key_prefix=name)
-        stack.callback(cleanup, client, config)
-        engine = stack.enter_context(MemoryEngine(config))
-        engine.connect()  # loads the bundled model and creates the index
+        url, client = open_redis(stack, args.redis_url)
+        engine = scratch_engine(stack, url, client, cleanup=drop_prefix)  # with the histories
         measurements, background = run_measurements(engine, turns, warm, args.users)
         versions = server_versions(client)
 
-    results = [m.summary() for m in measurements]
+    results = [summary(m) for m in measurements]
     results.sort(key=lambda r: ORDER.index(r["name"]))
-    commit, dirty = git_state()
     cfg = engine.config
     words = [len(t.text.split()) for t in turns]
     return {
-        "benchmark": "chat_history",
-        "commit": commit,
-        "dirty": dirty,
-        "machine": machine_info(),
-        "server": versions,
+        **provenance("chat_history", versions),
         "params": {
             "messages": len(turns), "sessions": args.sessions, "users": args.users,
             "warmup": args.warmup, "seed": args.seed, "words_min": min(words),
@@ -490,7 +410,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "human_messages": sum(t.human for t in turns), "embedder": engine.embedder.name,
             "embedding_batch_size": cfg.embedding_batch_size,
             "context_turns": cfg.context_turns,
-            "quick": bool(args.quick), "redis": "external" if args.redis_url else "embedded",
+            **common_params(args),
         },
         "results": results,
         "ratios": ratios(results),
@@ -503,12 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the bundled model is on disk
     args = parse_args(argv)
     report = run(args)
-    out: Path = args.out
-    write_json(report, out)
-    png = out.with_suffix(".png")
-    plot(report, png)
-    print_table(report)
-    print(f"\nwrote {out} and {png}")
+    save_report(report, args.out, plot, print_table)
     bg = report["background"]
     if bg["long_term_written"] != bg["expected"]:
         print(f"error: {bg['long_term_written']} long-term memories written, "

@@ -42,7 +42,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import redis
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,7 +50,7 @@ from _common import (
     drop_index,
     git_state,
     machine_info,
-    private_server,
+    open_redis,
     write_json,
 )
 
@@ -218,9 +217,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ks = sorted(set(args.k))
     report: dict[str, Any] = {"benchmark": "locomo_recall", "modes": {}}
     with contextlib.ExitStack() as stack:
-        url = args.redis_url or private_server(stack)
-        client = redis.Redis.from_url(url, protocol=2)
-        stack.callback(client.close)
+        url, client = open_redis(stack, args.redis_url)
         ingest_s = 0.0
         modes = [m for m in MODES if m in args.modes]
         # hybrid+decay records recalls, so it gets an index of its own, used first.

@@ -50,9 +50,8 @@ import itertools
 import os
 import sys
 import time
-import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,18 +60,24 @@ import numpy.typing as npt
 import redis
 from tqdm import tqdm
 
-from memory_engine import EngineConfig, MemoryEngine, NewMemory
+from memory_engine import MemoryEngine, NewMemory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
-    RESULTS_DIR,
-    drop_index,
-    git_state,
+    Measurement,
+    add_common_arguments,
+    add_size_arguments,
+    apply_defaults,
+    common_params,
     info_value,
-    machine_info,
-    private_server,
+    open_redis,
+    plot_latency_bars,
+    print_ratios,
+    provenance,
+    save_report,
+    scratch_engine,
     server_versions,
-    write_json,
+    timed,
 )
 
 FULL = {"memories": 100_000, "users": 1_000, "queries": 1_000, "warmup": 100}
@@ -274,44 +279,17 @@ def ingest(engine: MemoryEngine, corpus: Corpus, rng: np.random.Generator) -> di
     return {"memories": corpus.size, "seconds": spent, "memories_per_s": corpus.size / spent}
 
 
-@dataclass(slots=True)
-class Measurement:
-    """Latencies of one timed loop."""
-
-    name: str
-    latencies_ms: npt.NDArray[np.float64]
-    wall_s: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def summary(self) -> dict[str, Any]:
-        p50, p95, p99 = np.percentile(self.latencies_ms, [50, 95, 99])
-        return {
-            "name": self.name,
-            "clients": 1,
-            "calls": len(self.latencies_ms),
-            "p50_ms": round(float(p50), 4),
-            "p95_ms": round(float(p95), 4),
-            "p99_ms": round(float(p99), 4),
-            "mean_ms": round(float(self.latencies_ms.mean()), 4),
-            "max_ms": round(float(self.latencies_ms.max()), 4),
-            "qps": round(len(self.latencies_ms) / self.wall_s, 2),
-            **self.extra,
-        }
+def summary(m: Measurement) -> dict[str, Any]:
+    """One entry of the report's ``results``."""
+    return {"name": m.name, "clients": 1, "calls": m.calls, **m.latency_summary(),
+            "qps": m.per_second(), **m.extra}
 
 
 def measure(name: str, calls: Sequence[Callable[[], object]], warmup: int) -> Measurement:
     """Run ``warmup`` calls (cycling), then time each call once, in order."""
     for call in itertools.islice(itertools.cycle(calls), warmup):
         call()
-    latencies = np.empty(len(calls), dtype=np.float64)
-    clock = time.perf_counter
-    start = clock()
-    for i, call in enumerate(calls):
-        t0 = clock()
-        call()
-        latencies[i] = clock() - t0
-    wall = clock() - start
-    return Measurement(name, latencies * 1000.0, wall)
+    return timed(name, calls)
 
 
 def with_cache_rate(engine: MemoryEngine, run: Callable[[], Measurement]) -> Measurement:
@@ -442,33 +420,12 @@ def ratios(results: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 def plot(report: dict[str, Any], path: Path) -> None:
     """Grouped bars of p50 and p99 per measurement, log scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    results = report["results"]
-    names = [r["name"] for r in results]
-    x = np.arange(len(names))
-    width = 0.38
-    fig, ax = plt.subplots(figsize=(9.5, 4.5))
-    for offset, key, color in ((-width / 2, "p50_ms", "#4c72b0"), (width / 2, "p99_ms", "#dd8452")):
-        values = [r[key] for r in results]
-        bars = ax.bar(x + offset, values, width, label=key.removesuffix("_ms"), color=color)
-        ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=8, padding=2)
     params = report["params"]
-    ax.set_xticks(x, names)
-    ax.set_yscale("log")
-    ax.set_ylabel("latency (ms, log scale)")
-    ax.set_title(
+    plot_latency_bars(
+        report["results"], path,
         f"memory-engine recall latency: {params['memories']:,} memories, "
-        f"{params['users']:,} users, k={params['k']}, 1 client"
+        f"{params['users']:,} users, k={params['k']}, 1 client",
     )
-    ax.legend()
-    ax.margins(y=0.2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -486,9 +443,7 @@ def print_table(report: dict[str, Any]) -> None:
         note = "" if rate is None else f"query cache hit rate {rate:.0%}"
         print(f"{r['name']:<15}{r['p50_ms']:>10.3f}{r['p95_ms']:>10.3f}{r['p99_ms']:>10.3f}"
               f"{r['qps']:>10.0f}  {note}")
-    print()
-    for name, value in report["ratios"].items():
-        print(f"{name:<34}{value:>8.2f}x")
+    print_ratios(report["ratios"])
     check = report["consistency"]
     print(f"engine hits found in the raw replies ({check['checked']} queries): " + ", ".join(
         f"{m} {check[f'{m}_hits_in_raw']:.0%}" for m in ("vector", "keyword", "hybrid")))
@@ -501,29 +456,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Recall latency of memory-engine vs the raw RediSearch commands.",
     )
-    parser.add_argument("--memories", type=int, help=f"default {FULL['memories']:,} "
-                        f"({QUICK['memories']:,} with --quick)")
-    parser.add_argument("--users", type=int, help=f"default {FULL['users']:,} "
-                        f"({QUICK['users']} with --quick)")
-    parser.add_argument("--queries", type=int, help=f"timed calls per measurement; default "
-                        f"{FULL['queries']:,} ({QUICK['queries']} with --quick)")
-    parser.add_argument("--warmup", type=int, help=f"untimed calls before each measurement; "
-                        f"default {FULL['warmup']} ({QUICK['warmup']} with --quick)")
+    add_size_arguments(parser, FULL, QUICK, {
+        "queries": "timed calls per measurement",
+        "warmup": "untimed calls before each measurement",
+    })
     parser.add_argument("--k", type=int, default=10, help="hits per search (default 10)")
-    parser.add_argument("--seed", type=int, default=42, help="data seed (default 42)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a small run (~3,000 memories, 30 users) for CI and smoke tests")
-    parser.add_argument("--out", type=Path, help="result JSON; the PNG is written next to it")
-    parser.add_argument("--redis-url", help="a Redis with the search module; default: start a "
-                        "private embedded server in a temporary directory")
+    add_common_arguments(parser, seed_of="data", quick_run="~3,000 memories, 30 users")
     args = parser.parse_args(argv)
-    sizes = QUICK if args.quick else FULL
-    for name, default in sizes.items():
-        if getattr(args, name) is None:
-            setattr(args, name, default)
-    if args.out is None:
-        stem = "recall_latency_quick" if args.quick else "recall_latency"
-        args.out = RESULTS_DIR / f"{stem}.json"
+    apply_defaults(args, FULL, QUICK, "recall_latency")
     if args.users < 1 or args.memories < args.users:
         parser.error("need --users >= 1 and --memories >= --users")
     if args.queries < 1 or args.warmup < 0 or args.k < 1:
@@ -535,14 +475,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Build the corpus, ingest it, measure, and return the report."""
     rng = np.random.default_rng(args.seed)
     with contextlib.ExitStack() as stack:
-        url = args.redis_url or private_server(stack)
-        client = redis.Redis.from_url(url, protocol=2)
-        stack.callback(client.close)
-        name = f"bench_{uuid.uuid4().hex[:12]}"
-        config = EngineConfig(redis_url=url, index_name=name, key_prefix=name)
-        stack.callback(drop_index, client, config)
-        engine = stack.enter_context(MemoryEngine(config))
-        engine.connect()  # loads the bundled model and creates the index
+        url, client = open_redis(stack, args.redis_url)
+        engine = scratch_engine(stack, url, client)
+        config = engine.config
 
         corpus = make_corpus(rng, args.memories, args.users, engine.embedder.dims)
         queries = make_queries(rng, corpus.users, args.queries)
@@ -557,22 +492,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         e2e.connect()
 
         ingest_stats = ingest(engine, corpus, rng)
-        indexed = int(info_value(client.execute_command("FT.INFO", name), "num_docs"))
+        indexed = int(info_value(client.execute_command("FT.INFO", config.index_name), "num_docs"))
         if indexed != corpus.size:
             print(f"warning: the index holds {indexed} documents, {corpus.size} were written",
                   file=sys.stderr)
         measurements, check = run_measurements(engine, e2e, client, queries, args.k, args.warmup)
         versions = server_versions(client)
 
-    results = [m.summary() for m in measurements]
-    commit, dirty = git_state()
+    results = [summary(m) for m in measurements]
     cfg = engine.config
     return {
-        "benchmark": "recall_latency",
-        "commit": commit,
-        "dirty": dirty,
-        "machine": machine_info(),
-        "server": versions,
+        **provenance("recall_latency", versions),
         "params": {
             "memories": corpus.size, "users": len(corpus.users), "queries": len(queries),
             "distinct_queries": distinct, "warmup": args.warmup, "seed": args.seed,
@@ -580,7 +510,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "vocabulary_words": vocabulary_size(), "embedder": engine.embedder.name,
             "hnsw": {"m": cfg.hnsw_m, "ef_construction": cfg.hnsw_ef_construction,
                      "ef_runtime": cfg.hnsw_ef_runtime},
-            "quick": bool(args.quick), "redis": "external" if args.redis_url else "embedded",
+            **common_params(args),
         },
         "ingest": {k: round(v, 3) for k, v in ingest_stats.items()},
         "results": results,
@@ -593,13 +523,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the bundled model is on disk
     args = parse_args(argv)
-    report = run(args)
-    out: Path = args.out
-    write_json(report, out)
-    png = out.with_suffix(".png")
-    plot(report, png)
-    print_table(report)
-    print(f"\nwrote {out} and {png}")
+    save_report(run(args), args.out, plot, print_table)
     return 0
 
 
