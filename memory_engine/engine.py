@@ -1,9 +1,10 @@
 """``MemoryEngine`` and ``AsyncMemoryEngine``: the one front of the library.
 
 ``MemoryEngine`` lives here; its asyncio twin in ``_async_engine`` (imported from here), what
-they share in ``_engine_base``. Both are thin: validation, record building and query planning live in ``EngineCore``;
-these classes embed text and run the store's commands, blocking or awaited. Nothing touches
-Redis or loads the model until the first call that needs it (or ``connect()``).
+they share in ``_engine_base``. Both are thin: validation, record building and query
+planning live in ``EngineCore``; these classes embed text and run the store's commands,
+blocking or awaited. Nothing touches Redis or loads the model until the first call that
+needs it (or ``connect()``).
 """
 
 from __future__ import annotations
