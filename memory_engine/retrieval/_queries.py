@@ -74,7 +74,9 @@ def query_terms(text: str) -> list[str]:
     for word in _WORD.findall(text.lower()):
         if word in STOPWORDS:
             continue
-        seen.setdefault(_ESCAPER.escape(word), None)
+        # TokenEscaper leaves "_" alone, but a term of underscores alone ("_") is a syntax
+        # error in RediSearch 2.10; "\_" is valid anywhere and matches the same tokens.
+        seen.setdefault(_ESCAPER.escape(word).replace("_", "\\_"), None)
         if len(seen) == 4 * MAX_QUERY_TERMS:
             break
     terms = [t for t in seen if t not in QUESTION_WORDS] or list(seen)

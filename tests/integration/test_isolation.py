@@ -60,3 +60,13 @@ def test_prefix_and_case_variants_do_not_see_each_other(engine: MemoryEngine) ->
         for mode in ("vector", "keyword"):
             hits = engine.search(user, "vault code secret", k=20, mode=mode)
             assert [h.memory.user_id for h in hits] == [user], (user, mode)
+
+
+@pytest.mark.parametrize("query", ["_", "__", "_ _", "__init__", "snake_case_word"])
+def test_underscore_queries_search_without_error(engine: MemoryEngine, query: str) -> None:
+    engine.add("a", "the __init__ method of a snake_case_word class")
+    hits = engine.search("a", query, mode="keyword")
+    if query in ("__init__", "snake_case_word"):
+        assert [h.memory.text for h in hits] == ["the __init__ method of a snake_case_word class"]
+    else:
+        assert hits == []

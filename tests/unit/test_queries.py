@@ -43,6 +43,8 @@ def test_query_terms_escape_syntax() -> None:
     assert query_terms("Who did what?") == ["who", "did", "what"]  # nothing else is left
     assert query_terms("c-b @text:(x) | y*") == ["c", "b", "text", "x", "y"]
     assert query_terms("??? !!!") == []
+    # "_" alone is a RediSearch syntax error (found by the isolation property test)
+    assert query_terms("_ __init__ foo_bar") == ["\\_", "\\_\\_init\\_\\_", "foo\\_bar"]
     assert query_terms("is it the one?") == ["one"]
     assert len(query_terms(" ".join(f"w{i}" for i in range(500)))) == 64
 
