@@ -1,4 +1,4 @@
-"""The recall-latency benchmark runs end to end (``--quick``) and writes a sane report."""
+"""The benchmark scripts run end to end (``--quick``) and write sane reports and plots."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,10 +18,11 @@ NAMES = {"raw_knn", "raw_bm25", "raw_hybrid", "raw_hybrid_all", "vector", "keywo
          "vector_e2e", "hybrid_e2e"}
 
 
-def test_recall_latency_quick(redis_url: str, tmp_path: Path) -> None:
-    out = tmp_path / "r.json"
+def run_quick(script: Path, redis_url: str, out: Path) -> dict[str, Any]:
+    """Run a benchmark with ``--quick`` on the test Redis; its report, once the script has
+    exited 0 and written a non-empty PNG beside the JSON."""
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--redis-url", redis_url, "--out", str(out)],
+        [sys.executable, str(script), "--quick", "--redis-url", redis_url, "--out", str(out)],
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
         capture_output=True,
         text=True,
@@ -28,8 +30,15 @@ def test_recall_latency_quick(redis_url: str, tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
+    png = out.with_suffix(".png")
+    assert png.is_file()
+    assert png.stat().st_size > 0
+    report: dict[str, Any] = json.loads(out.read_text())
+    return report
 
-    report = json.loads(out.read_text())
+
+def test_recall_latency_quick(redis_url: str, tmp_path: Path) -> None:
+    report = run_quick(SCRIPT, redis_url, tmp_path / "r.json")
     assert report["benchmark"] == "recall_latency"
     assert report["params"]["quick"] is True
     results = {r["name"]: r for r in report["results"]}
@@ -49,10 +58,6 @@ def test_recall_latency_quick(redis_url: str, tmp_path: Path) -> None:
     assert results["raw_hybrid_all"]["p50_ms"] > 0
     assert report["ratios"]["hybrid_over_raw_hybrid_all_p50"] > 0
 
-    png = out.with_suffix(".png")
-    assert png.is_file()
-    assert png.stat().st_size > 0
-
 
 CHAT_SCRIPT = SCRIPT.with_name("chat_history.py")
 CHAT_NAMES = {"add_message_remember_off", "add_message_remember_on", "add_message_sync_embed",
@@ -60,19 +65,7 @@ CHAT_NAMES = {"add_message_remember_off", "add_message_remember_on", "add_messag
 
 
 def test_chat_history_benchmark_quick(redis_url: str, tmp_path: Path) -> None:
-    out = tmp_path / "chat.json"
-    proc = subprocess.run(
-        [sys.executable, str(CHAT_SCRIPT), "--quick", "--redis-url", redis_url,
-         "--out", str(out)],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
-
-    report = json.loads(out.read_text())
+    report = run_quick(CHAT_SCRIPT, redis_url, tmp_path / "chat.json")
     assert report["benchmark"] == "chat_history"
     assert report["params"]["quick"] is True
     results = {r["name"]: r for r in report["results"]}
@@ -85,7 +78,3 @@ def test_chat_history_benchmark_quick(redis_url: str, tmp_path: Path) -> None:
     assert background["long_term_written"] == background["expected"] > 0
     assert background["flush_s"] >= 0
     assert set(report["ratios"]) >= {"remember_on_over_off_p50", "sync_embed_over_remember_on_p50"}
-
-    png = out.with_suffix(".png")
-    assert png.is_file()
-    assert png.stat().st_size > 0
