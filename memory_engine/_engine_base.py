@@ -3,16 +3,20 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from . import _validation as check
 from ._core import EngineCore
+from ._maintain import MaintenanceReport
 from .config import EngineConfig
 from .embeddings import CachedEmbedder, Embedder, SentenceTransformerEmbedder
-from .exceptions import MemoryEngineError
+from .exceptions import InvalidArgumentError, MemoryEngineError, SummarizerError
+from .lifecycle import ExtractiveSummarizer, LifecyclePolicy, Summarizer
 from .models import Kind, NewMemory, Role, Vector
 from .server import EmbeddedServer, Lease, redact
 
@@ -49,7 +53,13 @@ class EngineBase:
         *,
         embedder: Embedder | None = None,
         redis_url: str | None = None,
+        summarizer: Summarizer | None = None,
     ) -> None:
+        if summarizer is not None and not isinstance(summarizer, Summarizer):
+            raise InvalidArgumentError(
+                "summarizer must have a name and a summarize(memories) method; "
+                f"got {type(summarizer).__name__}")
+        self.summarizer: Summarizer = summarizer or ExtractiveSummarizer()
         cfg = config if config is not None else EngineConfig.from_env()
         if redis_url is not None:
             cfg = cfg.with_(redis_url=redis_url)
@@ -91,3 +101,32 @@ class EngineBase:
 
 
 
+
+    def _maintenance(
+        self, now: object, dry_run: object, policy: LifecyclePolicy | None
+    ) -> tuple[float, LifecyclePolicy, MaintenanceReport]:
+        """Validated ``maintain`` arguments: the time, the policy and an empty report."""
+        when = check.timestamp(now, "now")
+        clock = time.time()
+        if not isinstance(dry_run, bool):
+            raise InvalidArgumentError(f"dry_run must be True or False, not {dry_run!r}")
+        chosen = self.config.lifecycle if policy is None else policy
+        if not isinstance(chosen, LifecyclePolicy):
+            raise InvalidArgumentError(
+                f"policy must be a LifecyclePolicy, not {type(chosen).__name__}")
+        report = MaintenanceReport(clock if when is None else when, dry_run, self.summarizer.name)
+        return report.now, chosen, report
+
+    @staticmethod
+    def _summary_text(text: object, size: int) -> str:
+        """A summarizer's answer, checked: a non-empty string."""
+        if not isinstance(text, str) or not text.strip():
+            raise SummarizerError(
+                f"the summarizer returned {text!r} for a group of {size} memories; "
+                "nothing of that group was changed")
+        return text.strip()
+
+
+def progress_bar(users: int, enabled: bool) -> tqdm[Any]:
+    """The bar ``maintain(progress=True)`` moves, one step per user."""
+    return tqdm(total=users, desc="maintaining", unit="user", disable=not enabled)

@@ -69,16 +69,16 @@ def text(value: object, max_chars: int, what: str = "text") -> str:
     return value
 
 
-def memory_id(value: object) -> str:
+def memory_id(value: object, what: str = "memory id") -> str:
     if not is_memory_id(value):
-        raise InvalidMemoryIdError(f"{value!r:.80} is not a memory id (32 hex digits)")
+        raise InvalidMemoryIdError(f"{value!r:.80} is not a {what} (32 hex digits)")
     assert isinstance(value, str)
     return value
 
 
-def k(value: object, max_k: int) -> int:
+def k(value: object, max_k: int, what: str = "k") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= max_k:
-        raise InvalidArgumentError(f"k must be an integer from 1 to {max_k}; got {value!r}")
+        raise InvalidArgumentError(f"{what} must be an integer from 1 to {max_k}; got {value!r}")
     return value
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .exceptions import ConfigurationError
+from .lifecycle.policy import LifecyclePolicy
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -67,6 +68,8 @@ class EngineConfig:
         importance_weight: Share of the decay score given to importance.
         record_access: Update ``last_accessed`` / ``access_count`` of recalled memories.
         access_flush_interval: Seconds between background writes of recalls.
+        lifecycle: What ``maintain`` does by default: TTLs, budget, staleness, grouping
+            (see ``lifecycle.LifecyclePolicy``).
     """
 
     redis_url: str | None = None
@@ -97,6 +100,7 @@ class EngineConfig:
     importance_weight: float = 0.3
     record_access: bool = True
     access_flush_interval: float = 0.5
+    lifecycle: LifecyclePolicy = field(default_factory=LifecyclePolicy)
 
     def __post_init__(self) -> None:
         for name in ("index_name", "key_prefix"):

@@ -18,17 +18,22 @@ from typing import Any, Self
 
 import redis
 
+from . import _maintain
 from . import _validation as check
 from ._async_engine import AsyncMemoryEngine  # the twin, re-exported here
-from ._engine_base import WRITE_LATER_BATCH, EngineBase, new_item
+from ._engine_base import WRITE_LATER_BATCH, EngineBase, new_item, progress_bar
+from ._maintain import MaintenanceReport, Steps, T, UndoResult
+from ._maintainer import ThreadMaintainer
 from ._writer import BackgroundWriter
 from .config import EngineConfig
 from .embeddings import Embedder
-from .exceptions import MemoryNotFoundError
+from .exceptions import MemoryNotFoundError, SummarizerError
+from .lifecycle import AuditEntry, LifecyclePolicy, Summarizer
 from .models import Kind, Memory, NewMemory, Role, SearchHit, SearchMode, Vector
 from .server import check_search_module, redact
 from .store import MemoryStore
 from .store._access import AccessLog, ThreadFlusher
+from .store._errors import redis_errors
 
 
 class MemoryEngine(EngineBase):
@@ -39,6 +44,9 @@ class MemoryEngine(EngineBase):
         embedder: Any ``Embedder``; the bundled all-MiniLM-L6-v2 when None.
         redis_url: Overrides ``config.redis_url``. With no URL at all the embedded server is
             started (or reused).
+        summarizer: What ``maintain`` rewrites stale memories with; the extractive
+            summarizer (no LLM) when None. ``memory_engine.langchain.LLMSummarizer`` wraps
+            any LangChain chat model.
 
     Example:
         >>> with MemoryEngine() as memory:
@@ -52,11 +60,13 @@ class MemoryEngine(EngineBase):
         *,
         embedder: Embedder | None = None,
         redis_url: str | None = None,
+        summarizer: Summarizer | None = None,
     ) -> None:
-        super().__init__(config, embedder=embedder, redis_url=redis_url)
+        super().__init__(config, embedder=embedder, redis_url=redis_url, summarizer=summarizer)
         self._store: MemoryStore | None = None
         self._flusher: ThreadFlusher | None = None
         self._writer: BackgroundWriter | None = None
+        self._maintainers: list[ThreadMaintainer] = []
         self._lock = threading.Lock()
 
     def connect(self) -> Self:
@@ -268,6 +278,94 @@ class MemoryEngine(EngineBase):
             self._flusher.record(user, [h.memory.id for h in hits], plan.now)
         return hits
 
+    def maintain(
+        self,
+        user_id: str | None = None,
+        *,
+        now: float | datetime | None = None,
+        dry_run: bool = False,
+        policy: LifecyclePolicy | None = None,
+        progress: bool = False,
+    ) -> MaintenanceReport:
+        """Expire, consolidate and prune memories as ``policy`` says (default:
+        ``config.lifecycle``), for one user or for every user.
+
+        Each user is planned (``lifecycle.plan``) and changed a bounded chunk at a time. Every
+        change is one transaction with its audit-trail entry, so an interrupted run loses
+        nothing and ``undo`` can revert any change. ``dry_run`` plans without writing; the
+        report then carries the plans (``report.users[i].plans``).
+
+        Args:
+            now: The time to plan at (default: the clock); a later ``now`` ages memories.
+            progress: Show a progress bar over users.
+        """
+        self._check_open()
+        uid = None if user_id is None else check.user_id(user_id)
+        when, chosen, report = self._maintenance(now, dry_run, policy)
+        store = self._ready()
+        users = [uid] if uid is not None else self._drive(_maintain.list_users(store.core))
+        with progress_bar(len(users), progress) as bar:
+            for user in users:
+                report.users.append(self._drive(_maintain.maintain_user(
+                    store.core, user, now=when, policy=chosen, dry_run=report.dry_run,
+                    summarizer=self.summarizer.name, clock=time.time())))
+                bar.update(1)
+        return report
+
+    def undo(self, user_id: str, change_id: str) -> UndoResult:
+        """Revert one maintenance change: the memories it removed come back exactly as they
+        were (text, vector, recalls), and the summary it wrote is deleted.
+
+        Raises:
+            ChangeNotFoundError: no such change for this user (or past the audit retention).
+            InvalidArgumentError: the change was already undone.
+        """
+        uid, change = check.user_id(user_id), check.memory_id(change_id, "change id")
+        return self._drive(_maintain.undo(self._ready().core, uid, change, time.time()))
+
+    def audit_trail(self, user_id: str, *, limit: int = 100) -> list[AuditEntry]:
+        """One user's latest maintenance changes, newest first: what, why, when, and the
+        removed memories."""
+        uid, n = check.user_id(user_id), check.k(limit, 100_000, "limit")
+        return self._drive(_maintain.audit_trail(self._ready().core, uid, n))
+
+    def start_maintainer(
+        self, interval: float = 3600.0, *, policy: LifecyclePolicy | None = None
+    ) -> ThreadMaintainer:
+        """Run ``maintain(policy=policy)`` for every user every ``interval`` seconds on a
+        background thread, until ``stop()`` or ``close()``. A failed run is logged
+        (``memory_engine.maintainer``) and retried at the next interval."""
+        self._check_open()
+        maintainer = ThreadMaintainer(lambda: self.maintain(policy=policy), interval)
+        self._maintainers.append(maintainer)
+        return maintainer
+
+    def _drive(self, steps: Steps[T]) -> T:
+        """Run a maintenance procedure's steps on this engine's client, model and summarizer."""
+        store = self._ready()
+        reply: Any = None
+        while True:
+            try:
+                step = steps.send(reply)
+            except StopIteration as done:
+                result: T = done.value
+                return result
+            if isinstance(step, _maintain.Call):
+                with redis_errors("maintain memories"):
+                    pipe = store.client.pipeline(transaction=step.transaction)
+                    for command in step.commands:
+                        pipe.execute_command(*command)
+                    reply = pipe.execute()
+            elif isinstance(step, _maintain.Embed):
+                reply = self.embedder.embed_documents(step.texts)
+            else:
+                try:
+                    text = self.summarizer.summarize(step.memories)
+                except Exception as exc:
+                    raise SummarizerError(f"the summarizer {self.summarizer.name!r} failed: "
+                                          f"{exc}") from exc
+                reply = self._summary_text(text, len(step.memories))
+
     def flush(self) -> None:
         """Write what is pending now: memories queued by ``add_later``, then recall
         bookkeeping (``last_accessed``, ``access_count``)."""
@@ -281,6 +379,9 @@ class MemoryEngine(EngineBase):
         process, still uses it and it was not started with ``memory-engine server start``."""
         if self._closed:
             return
+        for maintainer in self._maintainers:
+            maintainer.stop()
+        self._maintainers.clear()
         if self._writer is not None:  # queued memories are written before anything closes
             self._writer.close()
             self._writer = None

@@ -13,6 +13,8 @@ Every error derives from one root, so ``except MemoryEngineError`` catches them 
     │   └── SchemaMismatchError         the existing index differs from the configured schema
     ├── EmbeddingError                  the embedder failed or returned something unusable
     ├── MemoryNotFoundError             no memory with that id for that user
+    ├── ChangeNotFoundError             no audit-trail change with that id for that user
+    ├── SummarizerError                 a summarizer failed; that group was left unchanged
     └── InvalidInputError               bad input; raised before anything is written
         ├── InvalidUserIdError
         ├── InvalidTextError            empty, whitespace-only or over the maximum length
@@ -112,3 +114,20 @@ class InvalidModeError(InvalidInputError):
 
 class InvalidArgumentError(InvalidInputError):
     """An argument is out of range or of the wrong type."""
+
+
+class ChangeNotFoundError(MemoryEngineError, KeyError):
+    """No audit-trail entry with this change id exists for this user (or it has expired)."""
+
+    def __init__(self, user_id: str, change_id: str) -> None:
+        super().__init__(f"no change {change_id!r} in the audit trail of user {user_id!r} "
+                         "(never made, or older than the audit retention)")
+        self.user_id = user_id
+        self.change_id = change_id
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class SummarizerError(MemoryEngineError):
+    """The summarizer failed or returned nothing; nothing of that group was changed."""

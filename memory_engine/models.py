@@ -69,7 +69,9 @@ class Memory:
     """A stored memory, as ``get``, ``add`` and ``search`` return it.
 
     ``previous_id`` is the turn written before this one in the same session (None for the
-    first turn, and for memories without a session).
+    first turn, and for memories without a session). A summary (``kind="summary"``, written by
+    maintenance) lists what it replaced: ``replaces`` (memory ids), ``replaced_sessions`` and
+    ``replaced_span`` (``created_at`` of the oldest and newest memory it replaced).
     """
 
     id: str
@@ -86,6 +88,8 @@ class Memory:
     metadata: dict[str, Any]
     replaces: tuple[str, ...] = ()
     previous_id: str | None = None
+    replaced_sessions: tuple[str, ...] = ()
+    replaced_span: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)

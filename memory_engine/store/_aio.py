@@ -141,9 +141,10 @@ class AsyncMemoryStore:
             async for key in self.client.scan_iter(match=pattern, count=1000):
                 deleted += int(await self.client.delete(key))
             await self.client.delete(*self.core.keys.user_keys(user_id))
-            history = user_pattern_base(self.core.keys.prefix, user_id) + "*"
-            async for key in self.client.scan_iter(match=history, count=1000):
-                await self.client.delete(key)
+            for pattern in (user_pattern_base(self.core.keys.prefix, user_id) + "*",
+                            self.core.keys.audit_pattern(user_id)):
+                async for key in self.client.scan_iter(match=pattern, count=1000):
+                    await self.client.delete(key)
         return deleted
 
     async def history_append(

@@ -21,6 +21,7 @@ _ID = re.compile(r"^[0-9a-f]{32}$")
 MEMORY_FIELDS = (
     "user_id", "session_id", "kind", "role", "name", "text", "created_at",
     "last_accessed", "access_count", "importance", "metadata", "replaces", "previous_id",
+    "summary_of",
 )
 
 
@@ -66,6 +67,18 @@ class KeySpace:
         """The user's session tails: session -> ids of its latest turns, oldest first."""
         return f"{self.prefix}:tail:{{{encode_tag(user_id)}}}"
 
+    def audit_index(self, user_id: str) -> str:
+        """The user's audit trail: a sorted set of change ids by time."""
+        return f"{self.prefix}:audit:{{{encode_tag(user_id)}}}"
+
+    def audit(self, user_id: str, change_id: str) -> str:
+        """One audit-trail entry (JSON), expiring with the trail's retention."""
+        return f"{self.audit_index(user_id)}:{change_id}"
+
+    def audit_pattern(self, user_id: str) -> str:
+        """SCAN pattern of the user's audit trail and its entries."""
+        return f"{self.audit_index(user_id)}*"
+
     def memory(self, user_id: str, memory_id: str) -> str:
         return f"{self.memory_prefix}{{{encode_tag(user_id)}}}:{memory_id}"
 
@@ -101,12 +114,20 @@ def to_hash(
         "metadata": json.dumps(memory.metadata, ensure_ascii=False, allow_nan=False),
         "replaces": json.dumps(list(memory.replaces)) if memory.replaces else "",
         "previous_id": memory.previous_id or "",
+        "summary_of": _summary_of(memory),
     }
     if context is not None:
         fields["context"] = context
     if vector is not None:
         fields["embedding"] = np.asarray(vector, dtype=np.float32).tobytes()
     return fields
+
+
+def _summary_of(memory: Memory) -> str:
+    if memory.replaced_span is None and not memory.replaced_sessions:
+        return ""
+    span = list(memory.replaced_span) if memory.replaced_span is not None else None
+    return json.dumps({"sessions": list(memory.replaced_sessions), "span": span})
 
 
 _WANTED = frozenset(MEMORY_FIELDS)
@@ -158,6 +179,8 @@ def from_fields(memory_id: str, f: dict[str, str], stat: bytes | str | None = No
     try:
         session, role, metadata, replaces = f["session_id"], f["role"], f["metadata"], f["replaces"]
         recalled = recall_stat(stat) or (0, 0.0)
+        summary_of = json.loads(f["summary_of"]) if f.get("summary_of") else {}
+        span = summary_of.get("span")
         return Memory(
             id=memory_id,
             user_id=unquote(f["user_id"]),
@@ -173,6 +196,8 @@ def from_fields(memory_id: str, f: dict[str, str], stat: bytes | str | None = No
             metadata=json.loads(metadata) if metadata and metadata != "{}" else {},
             replaces=tuple(json.loads(replaces)) if replaces else (),
             previous_id=f.get("previous_id") or None,
+            replaced_sessions=tuple(summary_of.get("sessions", ())),
+            replaced_span=(float(span[0]), float(span[1])) if span else None,
         )
     except (KeyError, ValueError) as exc:
         raise StoreError(f"memory {memory_id} is stored in an unreadable form: {exc}") from exc

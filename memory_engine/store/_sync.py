@@ -143,9 +143,10 @@ class MemoryStore:
             for key in self.client.scan_iter(match=pattern, count=1000):
                 deleted += int(self.client.delete(key))
             self.client.delete(*self.core.keys.user_keys(user_id))
-            history = user_pattern_base(self.core.keys.prefix, user_id) + "*"
-            for key in self.client.scan_iter(match=history, count=1000):
-                self.client.delete(key)
+            for pattern in (user_pattern_base(self.core.keys.prefix, user_id) + "*",
+                            self.core.keys.audit_pattern(user_id)):
+                for key in self.client.scan_iter(match=pattern, count=1000):
+                    self.client.delete(key)
         return deleted
 
     def history_append(
