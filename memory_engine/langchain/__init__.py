@@ -1,5 +1,6 @@
 """LangChain integration: a user's memories as a ``BaseRetriever``, chat history that
-remembers across sessions, and the chain that uses both.
+remembers across sessions, the chain that uses both, and ``LLMSummarizer``, which lets a
+chat model write the summaries of ``maintain``.
 
 Imported on its own, so ``import memory_engine`` never loads LangChain::
 
@@ -13,7 +14,9 @@ Imported on its own, so ``import memory_engine`` never loads LangChain::
 from ._chain import format_memories, with_long_term_memory
 from ._history import MemoryChatMessageHistory
 from ._retriever import MemoryRetriever
+from ._summarizer import LLMSummarizer
 
 __all__ = [
-    "MemoryChatMessageHistory", "MemoryRetriever", "format_memories", "with_long_term_memory",
+    "LLMSummarizer", "MemoryChatMessageHistory", "MemoryRetriever", "format_memories",
+    "with_long_term_memory",
 ]
