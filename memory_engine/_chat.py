@@ -45,14 +45,20 @@ SYSTEM_PROMPT = (
     "Use them when they help answer; do not invent others."
 )
 
-NO_LLM_MESSAGE = (
-    "chat needs an OpenAI-compatible chat model, and none is configured. Set one of:\n"
-    "  export OPENAI_API_KEY=sk-...                      # the OpenAI API\n"
-    "  export OPENAI_BASE_URL=http://127.0.0.1:8000/v1   # a local server: vLLM, Ollama, "
-    "LiteLLM\n"
-    "and pick the model with --model or MEMORY_ENGINE_CHAT_MODEL "
-    f"(default {DEFAULT_MODEL})."
-)
+
+def no_llm_message(feature: str = "chat") -> str:
+    """What to do when ``feature`` needs a chat model and none is configured."""
+    return (
+        f"{feature} needs an OpenAI-compatible chat model, and none is configured. Set one of:\n"
+        "  export OPENAI_API_KEY=sk-...                      # the OpenAI API\n"
+        "  export OPENAI_BASE_URL=http://127.0.0.1:8000/v1   # a local server: vLLM, Ollama, "
+        "LiteLLM\n"
+        "and pick the model with --model or MEMORY_ENGINE_CHAT_MODEL "
+        f"(default {DEFAULT_MODEL})."
+    )
+
+
+NO_LLM_MESSAGE = no_llm_message()
 
 
 def new_session_id(now: dt.datetime | None = None) -> str:
@@ -62,7 +68,8 @@ def new_session_id(now: dt.datetime | None = None) -> str:
 
 
 def chat_model(
-    model: str | None = None, environ: Mapping[str, str] | None = None
+    model: str | None = None, environ: Mapping[str, str] | None = None, *,
+    feature: str = "chat",
 ) -> tuple[BaseChatModel, str]:
     """A ``ChatOpenAI`` configured from ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL``, and a
     label for it (``model gpt-4o-mini at http://...``).
@@ -71,12 +78,13 @@ def chat_model(
     ``OPENAI_BASE_URL`` set, a placeholder key is sent (local servers ignore it).
 
     Raises:
-        ConfigurationError: neither variable is set; the message says how to set one.
+        ConfigurationError: neither variable is set; the message (``no_llm_message(feature)``)
+            says how to set one.
     """
     env = os.environ if environ is None else environ
     api_key, base_url = env.get("OPENAI_API_KEY"), env.get("OPENAI_BASE_URL")
     if not api_key and not base_url:
-        raise ConfigurationError(NO_LLM_MESSAGE)
+        raise ConfigurationError(no_llm_message(feature))
     from langchain_openai import ChatOpenAI  # only the chat needs it
 
     name = model or env.get("MEMORY_ENGINE_CHAT_MODEL") or DEFAULT_MODEL

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__
+from . import __version__, _maintain_cli
 from ._demo import run_demo
 from .config import EngineConfig
 from .engine import MemoryEngine
@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--k", type=int, default=4,
                       help="memories of earlier sessions given per reply (default 4)")
     chat.add_argument("--model", help="default: env MEMORY_ENGINE_CHAT_MODEL, else gpt-4o-mini")
+    _maintain_cli.add_parsers(sub)
     return parser
 
 
@@ -133,6 +134,8 @@ def _run(args: argparse.Namespace) -> int:
         return _server(args)
     if args.command == "chat":
         return _chat(args)
+    if args.command in _maintain_cli.COMMANDS:
+        return _maintain_cli.run(args, _config(args))
     if args.command == "demo":
         cfg = _config(args) if args.index else _config(
             args, index_name=DEMO_INDEX, key_prefix=DEMO_INDEX
