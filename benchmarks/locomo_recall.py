@@ -242,7 +242,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "decay_weight_of_hybrid+decay": args.decay_weight,
             "config": {key: (str(v) if isinstance(v, Path) else v)
                        for key, v in vars_of(EngineConfig.from_env(redis_url=url)).items()
-                       if key not in ("redis_url", "home")},
+                       if key not in ("redis_url", "home", "lifecycle")},
             "embedder": engine.embedder.name,
             "ingest_s": round(ingest_s, 1),
         }

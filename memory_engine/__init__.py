@@ -23,6 +23,7 @@ from .embeddings import (
 )
 from .engine import AsyncMemoryEngine, MemoryEngine
 from .exceptions import (
+    ChangeNotFoundError,
     ConfigurationError,
     EmbeddingDimensionError,
     EmbeddingError,
@@ -41,7 +42,9 @@ from .exceptions import (
     ServerError,
     ServerStartError,
     StoreError,
+    SummarizerError,
 )
+from .lifecycle import ExtractiveSummarizer, LifecyclePolicy, Summarizer
 from .models import Kind, Memory, NewMemory, Role, ScoreParts, SearchHit, SearchMode
 from .server import EmbeddedServer
 
@@ -53,12 +56,14 @@ except _PackageNotFoundError:  # running from a source tree that was never insta
 __all__ = [
     "AsyncMemoryEngine",
     "CachedEmbedder",
+    "ChangeNotFoundError",
     "ConfigurationError",
     "EmbeddedServer",
     "Embedder",
     "EmbeddingDimensionError",
     "EmbeddingError",
     "EngineConfig",
+    "ExtractiveSummarizer",
     "InvalidArgumentError",
     "InvalidInputError",
     "InvalidMemoryIdError",
@@ -67,6 +72,7 @@ __all__ = [
     "InvalidUserIdError",
     "Kind",
     "LangChainEmbedder",
+    "LifecyclePolicy",
     "Memory",
     "MemoryEngine",
     "MemoryEngineError",
@@ -84,5 +90,7 @@ __all__ = [
     "ServerError",
     "ServerStartError",
     "StoreError",
+    "Summarizer",
+    "SummarizerError",
     "__version__",
 ]

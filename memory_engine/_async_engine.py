@@ -13,17 +13,22 @@ from typing import Any, Self
 import redis
 import redis.asyncio as aioredis
 
+from . import _maintain
 from . import _validation as check
 from ._core import PreparedWrite
-from ._engine_base import WRITE_LATER_BATCH, EngineBase, new_item
+from ._engine_base import WRITE_LATER_BATCH, EngineBase, new_item, progress_bar
+from ._maintain import MaintenanceReport, Steps, T, UndoResult
+from ._maintainer import TaskMaintainer
 from ._writer import TaskWriter
 from .config import EngineConfig
 from .embeddings import Embedder
-from .exceptions import MemoryNotFoundError
+from .exceptions import MemoryNotFoundError, SummarizerError
+from .lifecycle import AuditEntry, LifecyclePolicy, Summarizer
 from .models import Kind, Memory, NewMemory, Role, SearchHit, SearchMode, Vector
 from .server import redact, search_module_error
 from .store import AsyncMemoryStore
 from .store._access import AccessLog, TaskFlusher
+from .store._errors import redis_errors
 
 
 class AsyncMemoryEngine(EngineBase):
@@ -39,11 +44,13 @@ class AsyncMemoryEngine(EngineBase):
         *,
         embedder: Embedder | None = None,
         redis_url: str | None = None,
+        summarizer: Summarizer | None = None,
     ) -> None:
-        super().__init__(config, embedder=embedder, redis_url=redis_url)
+        super().__init__(config, embedder=embedder, redis_url=redis_url, summarizer=summarizer)
         self._store: AsyncMemoryStore | None = None
         self._flusher: TaskFlusher | None = None
         self._writer: TaskWriter | None = None
+        self._maintainers: list[TaskMaintainer] = []
         self._alock: asyncio.Lock | None = None
 
     async def connect(self) -> Self:
@@ -232,6 +239,88 @@ class AsyncMemoryEngine(EngineBase):
         """Items queued by ``add_later`` and not yet written."""
         return self._writer.pending if self._writer is not None else 0
 
+    async def maintain(
+        self,
+        user_id: str | None = None,
+        *,
+        now: float | datetime | None = None,
+        dry_run: bool = False,
+        policy: LifecyclePolicy | None = None,
+        progress: bool = False,
+    ) -> MaintenanceReport:
+        """See ``MemoryEngine.maintain``. The model and a summarizer without ``asummarize``
+        run in a worker thread."""
+        self._check_open()
+        uid = None if user_id is None else check.user_id(user_id)
+        when, chosen, report = self._maintenance(now, dry_run, policy)
+        store = await self._ready()
+        users = [uid] if uid is not None else await self._drive(
+            _maintain.list_users(store.core))
+        with progress_bar(len(users), progress) as bar:
+            for user in users:
+                report.users.append(await self._drive(_maintain.maintain_user(
+                    store.core, user, now=when, policy=chosen, dry_run=report.dry_run,
+                    summarizer=self.summarizer.name, clock=time.time())))
+                bar.update(1)
+        return report
+
+    async def undo(self, user_id: str, change_id: str) -> UndoResult:
+        """See ``MemoryEngine.undo``."""
+        uid, change = check.user_id(user_id), check.memory_id(change_id, "change id")
+        return await self._drive(_maintain.undo((await self._ready()).core, uid, change,
+                                                time.time()))
+
+    async def audit_trail(self, user_id: str, *, limit: int = 100) -> list[AuditEntry]:
+        """See ``MemoryEngine.audit_trail``."""
+        uid, n = check.user_id(user_id), check.k(limit, 100_000, "limit")
+        return await self._drive(_maintain.audit_trail((await self._ready()).core, uid, n))
+
+    def start_maintainer(
+        self, interval: float = 3600.0, *, policy: LifecyclePolicy | None = None
+    ) -> TaskMaintainer:
+        """Run ``maintain(policy=policy)`` for every user every ``interval`` seconds in an
+        asyncio task of the running loop, until ``stop()`` or ``close()``."""
+        self._check_open()
+        maintainer = TaskMaintainer(lambda: self.maintain(policy=policy), interval)
+        self._maintainers.append(maintainer)
+        return maintainer
+
+    async def _drive(self, steps: Steps[T]) -> T:
+        """See ``MemoryEngine._drive``: the same procedure, awaited."""
+        store = await self._ready()
+        reply: Any = None
+        while True:
+            try:
+                step = steps.send(reply)
+            except StopIteration as done:
+                result: T = done.value
+                return result
+            if isinstance(step, _maintain.Call):
+                with redis_errors("maintain memories"):
+                    pipe = store.client.pipeline(transaction=step.transaction)
+                    for command in step.commands:
+                        pipe.execute_command(*command)
+                    reply = await pipe.execute()
+            elif isinstance(step, _maintain.Embed):
+                reply = await asyncio.to_thread(self.embedder.embed_documents, step.texts)
+            else:
+                reply = self._summary_text(await self._summarize(step.memories),
+                                           len(step.memories))
+
+    async def _summarize(self, memories: list[Memory]) -> str:
+        summarizer = self.summarizer
+        try:
+            asummarize = getattr(summarizer, "asummarize", None)
+            if asummarize is not None:
+                text: str = await asummarize(memories)
+                return text
+            return await asyncio.to_thread(summarizer.summarize, memories)
+        except SummarizerError:
+            raise
+        except Exception as exc:
+            raise SummarizerError(
+                f"the summarizer {summarizer.name!r} failed: {exc}") from exc
+
     async def flush(self) -> None:
         """See ``MemoryEngine.flush``."""
         if self._writer is not None:
@@ -243,6 +332,9 @@ class AsyncMemoryEngine(EngineBase):
         """See ``MemoryEngine.close``."""
         if self._closed:
             return
+        for maintainer in self._maintainers:
+            await maintainer.stop()
+        self._maintainers.clear()
         if self._writer is not None:  # queued memories are written before anything closes
             await self._writer.close()
             self._writer = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from .exceptions import (
@@ -134,11 +134,12 @@ def importance(value: object) -> float:
 
 
 def timestamp(value: object, what: str) -> float | None:
-    """Seconds since the epoch from a number or an aware/naive ``datetime``; None passes."""
+    """Seconds since the epoch from a number or a ``datetime`` (naive means UTC); None
+    passes."""
     if value is None:
         return None
-    if isinstance(value, datetime):
-        return value.timestamp()
+    if isinstance(value, datetime):  # a naive datetime is UTC, whatever the host's zone
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidArgumentError(f"{what} must be seconds since the epoch or a datetime")
     if value < 0:

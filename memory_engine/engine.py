@@ -361,6 +361,8 @@ class MemoryEngine(EngineBase):
             else:
                 try:
                     text = self.summarizer.summarize(step.memories)
+                except SummarizerError:
+                    raise
                 except Exception as exc:
                     raise SummarizerError(f"the summarizer {self.summarizer.name!r} failed: "
                                           f"{exc}") from exc

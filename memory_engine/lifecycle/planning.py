@@ -14,9 +14,11 @@ together):
    within one session (or, without a session, one time window), in time order, a memory joins
    the open group only if every member stays at least ``cohesion`` similar to the mean of
    the other members. Groups of ``min_group`` or more are consolidated into one summary each.
-5. If a user still has more than ``budget`` memories (counting each summary as one), the
-   least present ones (lowest decay score; a group by its would-be summary's score) are
-   pruned until the user is within budget.
+5. If a user still has more than ``budget`` memories (counting each summary as one), some
+   are pruned until the user is within budget: first memories that carry no fact (chatter:
+   "Wow, thanks!"); then stale before fresh, and among the stale, single memories before
+   groups (a summary stands for several, the smallest groups go first); within each, the
+   least present (lowest decay score), oldest first.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import numpy as np
 from ..models import Kind, Memory, Vector
 from .decay import decay_score
 from .policy import PIN_KEY, LifecyclePolicy
+from .summarize import informative
 
 
 class Action(StrEnum):
@@ -276,28 +279,32 @@ def _plan_user(
     groups = _groups(user_id, stale, vectors, policy)
     grouped = {i: g for g in groups for i in g.memory_ids}
 
-    # Budget: each kept memory and each summary-to-be is one unit.
-    units: list[tuple[float, float, Memory | Group]] = []
+    # Budget: each kept memory and each summary-to-be is one unit. Pruned first: chatter (no
+    # fact in it); then stale units before fresh ones, and among the stale, single memories
+    # before summaries-to-be (which stand for several); then the least present, oldest first.
+    units: list[tuple[tuple[bool, bool, int, float, float], Memory | Group]] = []
     for m in alive:
         if m.id not in grouped:
-            units.append((score[m.id], m.created_at, m))
+            value = score[m.id]
+            fresh = value >= policy.stale_below
+            units.append(((informative(m.text), fresh, 1, value, m.created_at), m))
     for g in groups:
         value = decay_score(g.last_accessed, g.access_count, g.importance, now, policy.decay)
-        units.append((value, g.end, g))
+        units.append(((True, False, len(g.memory_ids), value, g.end), g))
     pinned = sum(1 for d in fate.values() if d.action is Action.KEEP)
     warnings: list[str] = []
     pruned: set[int] = set()
     total = len(units) + pinned
     if policy.budget is not None and total > policy.budget:
         excess = total - policy.budget
-        order = sorted(range(len(units)), key=lambda i: units[i][:2])
+        order = sorted(range(len(units)), key=lambda i: units[i][0])
         pruned = set(order[:excess])
         if excess > len(units):
             warnings.append(f"user {user_id!r} keeps {pinned} pinned memories, more than the "
                             f"budget of {policy.budget}")
-    for i, (value, _, unit) in enumerate(units):
+    for i, ((has_facts, _, _, value, _), unit) in enumerate(units):
         why = (f"over budget ({total} > {policy.budget}): among the {total - (policy.budget or 0)}"
-               f" least present (decay {value:.3f})")
+               + (f" least present (decay {value:.3f})" if has_facts else " that carry no fact"))
         if isinstance(unit, Group):
             for mid in unit.memory_ids:
                 member = by_id[mid]
@@ -313,7 +320,7 @@ def _plan_user(
         else:
             decide(unit, Action.KEEP, f"decay {value:.3f}")
     kept_groups = [
-        g for i, (_, _, g) in enumerate(units) if isinstance(g, Group) and i not in pruned]
+        g for i, (_, g) in enumerate(units) if isinstance(g, Group) and i not in pruned]
     return [fate[m.id] for m in ordered], kept_groups, warnings
 
 

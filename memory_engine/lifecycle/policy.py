@@ -5,13 +5,29 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from typing import Any, NoReturn
 
 from ..exceptions import ConfigurationError
 from ..models import Kind
 from .decay import DecayPolicy
 
 PIN_KEY = "pinned"  # metadata key: ``{"pinned": true}`` keeps a memory through any maintenance
+
+
+class _TTL(dict[Kind, float]):
+    """The policy's TTLs: read-only and hashable, so a policy (and a config holding one)
+    can be a dict key."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items())))
+
+    def __reduce__(self) -> tuple[type[_TTL], tuple[dict[Kind, float]]]:
+        return (_TTL, (dict(self),))  # copy and pickle rebuild it whole, never item by item
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("LifecyclePolicy.ttl is read-only; build a new policy")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _read_only
 
 
 def _positive(value: object) -> bool:
@@ -56,7 +72,7 @@ class LifecyclePolicy:
     consolidate_kinds: frozenset[Kind] = frozenset({Kind.TURN, Kind.FACT})
     min_group: int = 3
     max_group: int = 6
-    cohesion: float = 0.35
+    cohesion: float = 0.2
     window: float = 86_400.0
     batch_size: int = 2_000
     audit_retention: float = 90 * 86_400.0
@@ -75,8 +91,14 @@ class LifecyclePolicy:
                 raise ConfigurationError(f"ttl[{key.value}] must be a positive number of "
                                          f"seconds; got {seconds!r}")
             ttl[key] = float(seconds)
-        object.__setattr__(self, "ttl", MappingProxyType(ttl))
-        kinds = frozenset(Kind(k) for k in self.consolidate_kinds)
+        object.__setattr__(self, "ttl", _TTL(ttl))
+        try:
+            kinds = frozenset(Kind(k) for k in self.consolidate_kinds)
+        except ValueError:
+            raise ConfigurationError(
+                f"consolidate_kinds has an unknown kind in "
+                f"{sorted(map(str, self.consolidate_kinds))}; kinds: {[k.value for k in Kind]}"
+            ) from None
         if Kind.SUMMARY in kinds:
             raise ConfigurationError("summaries cannot be consolidated again (consolidate_kinds)")
         object.__setattr__(self, "consolidate_kinds", kinds)

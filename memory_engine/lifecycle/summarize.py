@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from ..models import Memory
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\s*\n\s*")
 _WORD = re.compile(r"[A-Za-z0-9][\w'-]*")
 # Words that carry no fact about the user; a sentence needs MIN_CONTENT_WORDS others to stay.
 _FILLER_WORDS = """
@@ -52,6 +52,11 @@ def speaker(memory: Memory) -> str:
     return memory.name or (memory.role.value if memory.role else "someone")
 
 
+def informative(text: str) -> bool:
+    """Whether ``text`` says anything beyond chatter (``MIN_CONTENT_WORDS`` content words)."""
+    return len(set(content_words(text))) >= MIN_CONTENT_WORDS
+
+
 def content_words(sentence: str) -> list[str]:
     return [w for w in _WORD.findall(sentence.lower()) if w not in _FILLER and len(w) > 1]
 
@@ -63,8 +68,9 @@ class ExtractiveSummarizer:
     (a turn that has none keeps its longest sentence only if nothing else of the group
     would remain). Lines are grouped by day, as ``On 8 May 2023: Caroline: ... Melanie: ...``,
     so relative dates in the text keep an absolute anchor. If the result is longer than
-    ``max_chars``, the sentences with the fewest content words go first; nothing is cut
-    mid-sentence, and nothing is invented.
+    ``max_chars``, sentences longer than ``max_chars`` go first, then those with the fewest
+    content words; nothing is invented, and only a lone sentence longer than ``max_chars`` is
+    ever cut.
     """
 
     name = "extractive"
@@ -81,14 +87,16 @@ class ExtractiveSummarizer:
         kept: list[tuple[int, int, str, int]] = []
         for i, m in enumerate(memories):
             for j, sentence in enumerate(s.strip() for s in _SENTENCE.split(m.text.strip())):
-                weight = len(set(content_words(sentence)))
+                weight = len(set(content_words(sentence)))  # informative() of one sentence
                 if sentence and weight >= MIN_CONTENT_WORDS:
                     kept.append((i, j, sentence, weight))
         if not kept:  # all chatter: the longest sentence is still what was said
             i, m = max(enumerate(memories), key=lambda p: len(p[1].text))
             kept = [(i, 0, m.text.strip(), 0)]
         while len(kept) > 1 and len(self._render(memories, kept)) > self.max_chars:
-            weakest = min(range(len(kept)), key=lambda n: (kept[n][3], -kept[n][0], -kept[n][1]))
+            # A sentence that cannot fit even alone goes first; then the least informative.
+            weakest = min(range(len(kept)), key=lambda n: (
+                len(kept[n][2]) <= self.max_chars, kept[n][3], -kept[n][0], -kept[n][1]))
             kept.pop(weakest)
         return self._render(memories, kept)[: self.max_chars]
 
@@ -125,7 +133,8 @@ Answer with the memory only, in plain sentences."""
 
 def transcript(memories: Sequence[Memory]) -> str:
     """The turns as an LLM summarizer receives them: one line each, dated."""
-    return "\n".join(f"[{day(m.created_at)}] {speaker(m)}: {m.text}" for m in memories)
+    return "\n".join(
+        f"[{day(m.created_at)}] {speaker(m)}: {' '.join(m.text.split())}" for m in memories)
 
 
 __all__ = [

@@ -557,8 +557,10 @@ def random_user_sessions(
 @pytest.mark.parametrize("seed", range(60))
 def test_groups_are_coherent_single_topic_and_within_bounds_property(seed: int) -> None:
     rng = np.random.default_rng(seed)
+    # The fake topics are ~0.9 similar within and up to ~0.3 across (noise in 16 dims), so
+    # the threshold that tells them apart is set here, not left to the default.
     policy = LifecyclePolicy(min_group=int(rng.integers(2, 4)), max_group=int(rng.integers(4, 8)),
-                             window=float(rng.choice([600.0, 7_200.0, DAY])))
+                             window=float(rng.choice([600.0, 7_200.0, DAY])), cohesion=0.5)
     memories: list[Memory] = []
     vectors: dict[str, Vector] = {}
     topic_of: dict[str, int] = {}
