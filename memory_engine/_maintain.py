@@ -159,18 +159,46 @@ def list_users(store: StoreCore) -> Steps[list[str]]:
         rows, cursor = reply[0]
 
 
-def memory_ids(store: StoreCore, user_id: str) -> Steps[list[str]]:
-    """The ids of one user's memories, oldest first (ids only: a million fit)."""
-    ids: list[str] = []
+def memory_ids(store: StoreCore, user_id: str) -> Steps[list[tuple[str, str]]]:
+    """(id, session tag) of one user's memories, oldest first: no more than that, so a
+    million fit."""
+    rows: list[tuple[str, str]] = []
     query = store.user_query(user_id)
     cut = len(store.keys.memory(user_id, ""))
     while True:
-        reply = yield Call([["FT.SEARCH", store.index_name, query, "NOCONTENT", "SORTBY",
-                             "created", "ASC", "LIMIT", len(ids), IDS_PAGE, "DIALECT", 2]])
-        keys = [k.decode() if isinstance(k, bytes) else str(k) for k in reply[0][1:]]
-        ids += [k[cut:] for k in keys]
-        if len(keys) < IDS_PAGE:
-            return list(dict.fromkeys(ids))
+        reply = yield Call([["FT.SEARCH", store.index_name, query, "RETURN", 1, "session_id",
+                             "SORTBY", "created", "ASC", "LIMIT", len(rows), IDS_PAGE,
+                             "DIALECT", 2]])
+        page = reply[0]
+        for key, fields in zip(page[1::2], page[2::2], strict=True):
+            named = dict(zip(fields[::2], fields[1::2], strict=True))
+            session = named.get(b"session_id", named.get("session_id")) or b""
+            rows.append((_text(key)[cut:], _text(session)))
+        if (len(page) - 1) // 2 < IDS_PAGE:
+            return list({row[0]: row for row in rows}.values())
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def chunks(rows: Sequence[tuple[str, str]], size: int) -> list[list[str]]:
+    """Ids in chunks of about ``size``, cut between sessions where possible (a group never
+    spans two chunks): a chunk ends once it holds ``size`` and the session changes, or at
+    twice ``size`` in any case."""
+    out: list[list[str]] = []
+    current: list[str] = []
+    previous: str | None = None
+    for memory_id, session in rows:
+        if current and (len(current) >= 2 * size or (
+                len(current) >= size and (session != previous or not session))):
+            out.append(current)
+            current = []
+        current.append(memory_id)
+        previous = session
+    if current:
+        out.append(current)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,14 +234,13 @@ def maintain_user(
     summarizer: str, clock: float,
 ) -> Steps[UserReport]:
     """Plan and (unless ``dry_run``) apply maintenance of one user, a chunk at a time."""
-    ids = yield from memory_ids(store, user_id)
-    report = UserReport(user_id, before=len(ids))
-    size = policy.batch_size
-    for start in range(0, len(ids), size):
-        chunk = ids[start : start + size]
+    rows = yield from memory_ids(store, user_id)
+    report = UserReport(user_id, before=len(rows))
+    parts = chunks(rows, policy.batch_size)
+    for chunk in parts:
         budget = policy.budget
-        if budget is not None and len(ids) > size:  # each chunk gets its share of the budget
-            budget = max(1, budget * len(chunk) // len(ids))
+        if budget is not None and len(parts) > 1:  # each chunk gets its share of the budget
+            budget = max(1, budget * len(chunk) // len(rows))
         loaded = yield from load(store, user_id, chunk)
         chunk_policy = dataclasses.replace(policy, budget=budget)
         # Topics are told apart by each memory's own words: the stored vectors also hold the

@@ -60,7 +60,8 @@ class LifecyclePolicy:
             new group, so no summary mixes topics.
         window: Memories without a session are grouped only within this many seconds.
         batch_size: Memories planned at once; a user with more is maintained in chunks of
-            this size, oldest first, each held to its share of the budget.
+            about this size (cut between sessions; at most twice it), oldest first, each held
+            to its share of the budget.
         audit_retention: Seconds an audit-trail entry (and with it ``undo``) is kept.
         decay: The forgetting curve that decides staleness and what a budget prunes first.
     """
