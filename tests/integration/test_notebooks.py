@@ -45,10 +45,25 @@ _EXPECTED_TEXT: dict[str, list[re.Pattern[str]]] = {
                    re.MULTILINE),
         re.compile(r"^deleted 13 memories of nb_user$", re.MULTILINE),
     ],
+    "03_lifecycle.ipynb": [
+        re.compile(r"^nb_user: 49 memories from 2024-01-06 to 2024-06-22 \(13 sessions, 4 facts\); "
+                   r"maintenance at 2024-08-21$", re.MULTILINE),
+        re.compile(r"^dry run: 1 to expire, 42 to consolidate into 13 summaries, 0 to prune$",
+                   re.MULTILINE),
+        re.compile(r"^the border collie turn is found through its summary$", re.MULTILINE),
+        re.compile(r"^the pinned fact survived: ", re.MULTILINE),
+        re.compile(r"^undid [0-9a-f]{32}: 4 memories back exactly as they were, summary deleted$",
+                   re.MULTILINE),
+        re.compile(r"^budget 10: 22 memories -> 10 \(4 consolidated into 1, 9 pruned\)$",
+                   re.MULTILINE),
+        re.compile(r"^deleted 10 memories of nb_user$", re.MULTILINE),
+    ],
 }
-_EXPECTED_IMAGES = {"01_quickstart.ipynb": 1, "02_recall_and_decay.ipynb": 2}
+_EXPECTED_IMAGES = {
+    "01_quickstart.ipynb": 1, "02_recall_and_decay.ipynb": 2, "03_lifecycle.ipynb": 3,
+}
 # Notebooks that must have written to the engine (so the test index must exist after them).
-_USES_ENGINE = {"01_quickstart.ipynb", "02_recall_and_decay.ipynb"}
+_USES_ENGINE = {"01_quickstart.ipynb", "02_recall_and_decay.ipynb", "03_lifecycle.ipynb"}
 
 
 def _stream_text(nb: nbformat.NotebookNode) -> str:
