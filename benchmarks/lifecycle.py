@@ -43,7 +43,15 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/openai_server.py
-from _common import RESULTS_DIR, drop_prefix, open_redis, provenance, save_report, server_versions
+from _common import (
+    REPO_ROOT,
+    RESULTS_DIR,
+    drop_prefix,
+    open_redis,
+    provenance,
+    save_report,
+    server_versions,
+)
 from locomo_recall import CATEGORIES, Conversation, load
 
 from memory_engine import Embedder, EngineConfig, MemoryEngine
@@ -52,6 +60,8 @@ from memory_engine.models import Kind
 
 K = 10
 DAY = 86_400.0
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "locomo_dev.json"
+QUICK_QUESTIONS = 60
 
 
 @dataclasses.dataclass
@@ -213,6 +223,9 @@ def summarizer_for(name: str, stack: contextlib.ExitStack) -> Summarizer | None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     conversations = load(args.data)[: args.limit]
+    if args.quick:
+        for conv in conversations:
+            conv.questions = conv.questions[:QUICK_QUESTIONS]
     base = EngineConfig.from_env().lifecycle
     with contextlib.ExitStack() as stack:
         url, client = open_redis(stack, args.redis_url)
@@ -246,6 +259,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "turns": corpus.turns,
                 "questions": sum(len(c.questions) for c in conversations),
                 "k": K, "age_days": args.age_days, "budgets": args.budgets,
+                "quick": args.quick,
                 "summarizers": args.summarizers, "ingest_s": round(ingest_s, 1),
                 "policy": {f.name: str(getattr(base, f.name)) for f in dataclasses.fields(base)},
             },
@@ -297,7 +311,8 @@ def print_table(report: dict[str, Any]) -> None:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="LoCoMo JSON file")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help=f"LoCoMo JSON file (default: {DEFAULT_DATA})")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "lifecycle.json")
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.3, 0.2, 0.1],
                         help="per-user budgets as fractions of the user's turns")
@@ -307,7 +322,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="maintenance runs this many days after the last session")
     parser.add_argument("--redis-url", help="default: a private embedded server")
     parser.add_argument("--limit", type=int, help="only the first N conversations (smoke runs)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a smoke run: one conversation, its first {QUICK_QUESTIONS} "
+                             "questions, budget 0.3")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.limit, args.budgets = 1, [0.3]
     for fraction in args.budgets:
         if not 0 < fraction <= 1:
             parser.error(f"budgets are fractions in (0, 1]; got {fraction}")

@@ -260,7 +260,7 @@ class AsyncMemoryEngine(EngineBase):
             for user in users:
                 report.users.append(await self._drive(_maintain.maintain_user(
                     store.core, user, now=when, policy=chosen, dry_run=report.dry_run,
-                    summarizer=self.summarizer.name, clock=time.time())))
+                    summarizer=self.summarizer.name, clock=time.time)))
                 bar.update(1)
         return report
 

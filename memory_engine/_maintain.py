@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -231,7 +231,7 @@ def load(store: StoreCore, user_id: str, ids: Sequence[str]) -> Steps[Loaded]:
 
 def maintain_user(
     store: StoreCore, user_id: str, *, now: float, policy: LifecyclePolicy, dry_run: bool,
-    summarizer: str, clock: float,
+    summarizer: str, clock: Callable[[], float],
 ) -> Steps[UserReport]:
     """Plan and (unless ``dry_run``) apply maintenance of one user, a chunk at a time."""
     rows = yield from memory_ids(store, user_id)
@@ -259,14 +259,15 @@ def maintain_user(
         vectors = (yield Embed(texts)) if texts else []
         for g, text, vector in zip(p.groups, texts, vectors, strict=True):
             commands, change = _consolidation(store, g, text, vector, loaded, now, policy,
-                                              summarizer, clock)
+                                              summarizer, clock())
             yield Call(commands, transaction=True)
             report.changes.append(change)
         removals = [d for d in p.decisions if d.action in _REMOVALS]
         for i in range(0, len(removals), REMOVALS_PER_TRANSACTION):
             commands = []
             for d in removals[i : i + REMOVALS_PER_TRANSACTION]:
-                entry = AuditEntry(new_id(clock), user_id, d.action.value, d.reason, clock, now,
+                at = clock()
+                entry = AuditEntry(new_id(at), user_id, d.action.value, d.reason, at, now,
                                    (d.memory_id,), removed=(loaded.raw[d.memory_id],))
                 commands += [*_audit_commands(store, entry, policy), *_delete(store, d)]
                 report.changes.append(entry.change_id)

@@ -308,7 +308,7 @@ class MemoryEngine(EngineBase):
             for user in users:
                 report.users.append(self._drive(_maintain.maintain_user(
                     store.core, user, now=when, policy=chosen, dry_run=report.dry_run,
-                    summarizer=self.summarizer.name, clock=time.time())))
+                    summarizer=self.summarizer.name, clock=time.time)))
                 bar.update(1)
         return report
 

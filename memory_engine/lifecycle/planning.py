@@ -179,6 +179,14 @@ def cohesion(vectors: Sequence[Vector]) -> float:
     return float(sims.min())
 
 
+def _span(seconds: float) -> str:
+    """A TTL in words: ``120 days``, ``6 hours``, ``45s``."""
+    for unit, size in (("days", 86_400.0), ("hours", 3_600.0)):
+        if seconds >= size:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g}s"
+
+
 def _day(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
@@ -250,7 +258,7 @@ def _triage(
         elif ttl is not None and m.created_at + ttl <= now:
             fate[m.id] = Decision(
                 m.id, user_id, Action.EXPIRE,
-                f"{m.kind.value} created {_day(m.created_at)} is past its ttl of {ttl:g}s")
+                f"{m.kind.value} created {_day(m.created_at)} is past its ttl of {_span(ttl)}")
         else:
             alive.append(m)
     score = {m.id: decay_score(m.last_accessed, m.access_count, m.importance, now, policy.decay)
@@ -287,7 +295,8 @@ def _plan_user(
         if m.id not in grouped:
             value = score[m.id]
             fresh = value >= policy.stale_below
-            units.append(((informative(m.text), fresh, 1, value, m.created_at), m))
+            size = max(1, len(m.replaces))  # a stored summary stands for what it replaced
+            units.append(((informative(m.text), fresh, size, value, m.created_at), m))
     for g in groups:
         value = decay_score(g.last_accessed, g.access_count, g.importance, now, policy.decay)
         units.append(((True, False, len(g.memory_ids), value, g.end), g))

@@ -78,3 +78,27 @@ def test_chat_history_benchmark_quick(redis_url: str, tmp_path: Path) -> None:
     assert background["long_term_written"] == background["expected"] > 0
     assert background["flush_s"] >= 0
     assert set(report["ratios"]) >= {"remember_on_over_off_p50", "sync_embed_over_remember_on_p50"}
+
+
+LIFECYCLE_SCRIPT = SCRIPT.with_name("lifecycle.py")
+
+
+def test_lifecycle_benchmark_quick(redis_url: str, tmp_path: Path) -> None:
+    report = run_quick(LIFECYCLE_SCRIPT, redis_url, tmp_path / "lifecycle.json")
+    assert report["benchmark"] == "lifecycle"
+    assert report["params"]["quick"] is True
+    assert 0 < report["baseline_recall@10"] <= 100
+    points = {(p["summarizer"], p["budget_fraction"], p["consolidate"]): p
+              for p in report["points"]}
+    assert set(points) == {("extractive", None, True), ("extractive", 0.3, True),
+                           ("llm", None, True), ("llm", 0.3, True), ("none", 0.3, False)}
+    turns = report["params"]["turns"]
+    for key, p in points.items():
+        assert 0 < p["kept"] < turns, key
+        assert p["kept_fraction"] == round(p["kept"] / turns, 4)
+        assert 0 <= p["recall@10"] <= 100
+        if key[1] is not None:
+            assert p["kept"] <= 0.3 * turns, key  # the budget held for every user
+        assert (p["summaries"] > 0) == key[2], key
+    last = report["points"][-1]
+    assert last["after_undo"]["memories"] == turns  # undo brought every turn back
