@@ -48,8 +48,9 @@ def day(ts: float) -> str:
     return f"{when.day} {when.strftime('%B %Y')}"
 
 
-def speaker(memory: Memory) -> str:
-    return memory.name or (memory.role.value if memory.role else "someone")
+def speaker(memory: Memory) -> str | None:
+    """Who said it: the name, else the role, else None (no label is written)."""
+    return memory.name or (memory.role.value if memory.role else None)
 
 
 def informative(text: str) -> bool:
@@ -114,7 +115,8 @@ class ExtractiveSummarizer:
                     lines.append(" ".join(parts))
                 parts, current_day, current_speaker = [f"On {when}:"], when, None
             if who != current_speaker:
-                parts.append(f"{who}:")
+                if who is not None:
+                    parts.append(f"{who}:")
                 current_speaker = who
             parts.append(sentence)
         if parts:
@@ -134,7 +136,12 @@ Answer with the memory only, in plain sentences."""
 def transcript(memories: Sequence[Memory]) -> str:
     """The turns as an LLM summarizer receives them: one line each, dated."""
     return "\n".join(
-        f"[{day(m.created_at)}] {speaker(m)}: {' '.join(m.text.split())}" for m in memories)
+        f"[{day(m.created_at)}] {_label(m)}{' '.join(m.text.split())}" for m in memories)
+
+
+def _label(memory: Memory) -> str:
+    who = speaker(memory)
+    return "" if who is None else f"{who}: "
 
 
 __all__ = [

@@ -103,3 +103,28 @@ def test_readme_memory_chat_example_runs(
     # both days' turns are in alice's long-term memory: closing the engine wrote the queue
     keys = [k.decode() for k in redis_client.scan_iter(match=f"{example_env}:mem:*")]
     assert len(keys) == 4
+
+
+LIFECYCLE_MARKER = "# README: lifecycle-example"
+
+
+def test_readme_lifecycle_example_runs(
+    example_env: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = readme_block(LIFECYCLE_MARKER)
+    namespace: dict[str, Any] = {"__name__": "readme_lifecycle_example"}
+
+    exec(compile(code, f"{README}:{LIFECYCLE_MARKER}", "exec"), namespace)
+
+    totals, found, change = capsys.readouterr().out.splitlines()
+    assert totals.startswith("{'before': 4, 'after': 2, ")
+    assert totals.endswith("'summaries': 1}")
+    assert found.startswith("summary On 6 May 2024: I adopted a beagle puppy named Biscuit.")
+    assert change.startswith("consolidate stale (decay < 0.3): 3 memories of s1")
+    (plan,) = namespace["plan"].users[0].plans
+    assert [d.action.value for d in plan.decisions].count("consolidate") == 3
+    assert plan.keep[0].reason == "pinned"
+    # after the undo: the three turns and the pinned fact, and no summary
+    keys = list(redis_client.scan_iter(match=f"{example_env}:mem:*"))
+    kinds = sorted(redis_client.hget(k, "kind") for k in keys)
+    assert kinds == [b"fact", b"turn", b"turn", b"turn"]

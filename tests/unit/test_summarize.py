@@ -23,7 +23,7 @@ from memory_engine.models import Kind, Memory, Role
 
 SPEAKERS = ("Caroline", "Melanie")
 LINE = re.compile(r"^On (\d{1,2} [A-Z][a-z]+ \d{4}): (.*)$")
-LABEL = re.compile(r"(?:^| )(?:Caroline|Melanie|user|assistant|someone): ")
+LABEL = re.compile(r"(?:^| )(?:Caroline|Melanie|user|assistant): ")
 SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 FACTS = [
@@ -86,10 +86,10 @@ def test_day_writes_an_absolute_utc_date_without_padding() -> None:
     assert day(at(2023, 12, 31, 23)) == "31 December 2023"
 
 
-def test_speaker_is_the_name_else_the_role_else_someone() -> None:
+def test_speaker_is_the_name_else_the_role_else_nobody() -> None:
     assert speaker(turn("x", 0.0, name="Caroline")) == "Caroline"
     assert speaker(turn("x", 0.0, name=None, role=Role.ASSISTANT)) == "assistant"
-    assert speaker(turn("x", 0.0, name=None, role=None)) == "someone"
+    assert speaker(turn("x", 0.0, name=None, role=None)) is None
 
 
 def test_content_words_skip_filler() -> None:
@@ -147,8 +147,14 @@ def test_speakers_without_a_name_are_labelled_by_role() -> None:
                 turn(FACTS[1], at(2023, 5, 8), name=None, role=Role.ASSISTANT),
                 turn(FACTS[2], at(2023, 5, 8), name=None, role=None)]
     summary = ExtractiveSummarizer().summarize(memories)
-    assert summary == (f"On 8 May 2023: user: {FACTS[0]} assistant: {FACTS[1]} "
-                       f"someone: {FACTS[2]}")
+    assert summary == f"On 8 May 2023: user: {FACTS[0]} assistant: {FACTS[1]} {FACTS[2]}"
+
+
+def test_memories_without_a_speaker_get_no_label() -> None:
+    memories = [turn(FACTS[0], at(2023, 5, 8), name=None, role=None),
+                turn(FACTS[1], at(2023, 5, 8), name=None, role=None)]
+    assert ExtractiveSummarizer().summarize(memories) == f"On 8 May 2023: {FACTS[0]} {FACTS[1]}"
+    assert transcript(memories[:1]) == f"[8 May 2023] {FACTS[0]}"
 
 
 def test_falls_back_to_the_longest_text_when_everything_is_chatter() -> None:
