@@ -101,7 +101,14 @@ def server_versions(client: redis.Redis) -> dict[str, str | None]:
 
 
 def git_state() -> tuple[str, bool]:
-    """HEAD commit and whether tracked files differ from it; ("unknown", True) without git.
+    """The commit this process runs: HEAD and whether tracked files differed from it when
+    the benchmark started (the code is imported then; a commit made during a long run must
+    not be credited with its numbers). ("unknown", True) without git."""
+    return _STARTED
+
+
+def _head() -> tuple[str, bool]:
+    """HEAD commit and whether tracked files differ from it, read now.
 
     Runs with optional locks off, so it never takes the index lock of a concurrent commit.
     """
@@ -119,6 +126,9 @@ def git_state() -> tuple[str, bool]:
     except (OSError, subprocess.SubprocessError):
         return "unknown", True
     return commit, dirty
+
+
+_STARTED = _head()
 
 
 def machine_info() -> dict[str, Any]:
