@@ -275,11 +275,11 @@ class AsyncMemoryEngine(EngineBase):
         uid, n = check.user_id(user_id), check.k(limit, 100_000, "limit")
         return await self._drive(_maintain.audit_trail((await self._ready()).core, uid, n))
 
-    def start_maintainer(
+    async def start_maintainer(
         self, interval: float = 3600.0, *, policy: LifecyclePolicy | None = None
     ) -> TaskMaintainer:
         """Run ``maintain(policy=policy)`` for every user every ``interval`` seconds in an
-        asyncio task of the running loop, until ``stop()`` or ``close()``."""
+        asyncio task of this loop, until ``await maintainer.stop()`` or ``close()``."""
         self._check_open()
         maintainer = TaskMaintainer(lambda: self.maintain(policy=policy), interval)
         self._maintainers.append(maintainer)

@@ -72,7 +72,7 @@ class LifecyclePolicy:
     consolidate: bool = True
     consolidate_kinds: frozenset[Kind] = frozenset({Kind.TURN, Kind.FACT})
     min_group: int = 3
-    max_group: int = 6
+    max_group: int = 10
     cohesion: float = 0.2
     window: float = 86_400.0
     batch_size: int = 2_000

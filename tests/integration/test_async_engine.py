@@ -22,7 +22,8 @@ pytestmark = pytest.mark.integration
 def test_same_public_methods() -> None:
     public = lambda cls: {n for n in dir(cls) if not n.startswith("_")}  # noqa: E731
     assert public(MemoryEngine) == public(AsyncMemoryEngine)
-    for name in public(MemoryEngine) - {"config", "embedder", "url", "pending_writes"}:
+    attributes = {"config", "embedder", "summarizer", "url", "pending_writes"}
+    for name in public(MemoryEngine) - attributes:
         assert asyncio.iscoroutinefunction(getattr(AsyncMemoryEngine, name)), name
 
 

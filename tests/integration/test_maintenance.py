@@ -361,7 +361,7 @@ def test_async_twin_maintains_undoes_and_runs_in_the_background(
             assert {e.action for e in trail} == {"consolidate"}
             await eng.undo("ana", trail[0].change_id)
             assert await eng.count("ana") == 5
-            maintainer = eng.start_maintainer(0.2)
+            maintainer = await eng.start_maintainer(0.2)
             deadline = time.monotonic() + 60
             while maintainer.runs < 1 and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
