@@ -102,3 +102,25 @@ def test_lifecycle_benchmark_quick(redis_url: str, tmp_path: Path) -> None:
         assert (p["summaries"] > 0) == key[2], key
     last = report["points"][-1]
     assert last["after_undo"]["memories"] == turns  # undo brought every turn back
+
+
+INGEST_SCRIPT = SCRIPT.with_name("ingest.py")
+
+
+def test_ingest_benchmark_quick(redis_url: str, tmp_path: Path) -> None:
+    report = run_quick(INGEST_SCRIPT, redis_url, tmp_path / "ingest.json")
+    assert report["benchmark"] == "ingest"
+    assert report["params"]["quick"] is True
+    results = {r["name"]: r for r in report["results"]}
+    assert set(results) == {"embedding_only", "add_many", "raw_hset"}
+    turns = report["params"]["turns"]
+    for name, r in results.items():
+        assert r["turns"] == turns > 0, name
+        assert r["per_s"] == pytest.approx(turns / r["seconds"], rel=0.01), name
+    # the storage floor is far faster than the model, and add_many is bounded by both
+    assert results["raw_hset"]["per_s"] > results["embedding_only"]["per_s"]
+    ratio = report["ratios"]["add_many_over_embedding_only_per_s"]
+    assert ratio == pytest.approx(results["add_many"]["per_s"] / results["embedding_only"]["per_s"],
+                                  rel=0.01)
+    memory = report["memory"]
+    assert 0 < memory["float16_bytes_per_memory"] < memory["float32_bytes_per_memory"]
