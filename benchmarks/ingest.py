@@ -145,7 +145,7 @@ def halved(hashes: Hashes) -> Hashes:
 
 
 def row(name: str, turns: int, seconds: float) -> dict[str, Any]:
-    return {"name": name, "turns": turns, "seconds": round(seconds, 3),
+    return {"name": name, "turns": turns, "seconds": round(seconds, 6),
             "per_s": round(turns / seconds, 2)}
 
 
