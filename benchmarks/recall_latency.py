@@ -16,7 +16,11 @@ pairs, after a warmup, one client, ``time.perf_counter`` around every call:
   the cache hit rate of the timed calls is reported): validation, commands, Redis, parsing,
   fusion and ranking, and reading the final k in full.
 * ``vector_e2e``, ``hybrid_e2e`` - the same on a second engine with ``query_cache_size=0``, so
-  every call embeds its query with the bundled all-MiniLM-L6-v2.
+  every call embeds its query with the bundled all-MiniLM-L6-v2 (through the engine's query
+  path: ONNX when the ``fast`` extra is installed, else torch; ``consistency.query_backend``).
+* ``query_embedding`` - the engine's query encoder alone, uncached; ``query_embedding_torch``
+  - the reference torch encoder alone. ``consistency.query_cosine_min_vs_torch`` is the least
+  cosine between their vectors over the run's queries.
 
 Each gets p50 / p95 / p99 latency in ms and QPS (calls / wall time of the timed loop). The
 ratios of engine to raw p50 are the engine's overhead.
@@ -60,7 +64,7 @@ import numpy.typing as npt
 import redis
 from tqdm import tqdm
 
-from memory_engine import MemoryEngine, NewMemory
+from memory_engine import Embedder, MemoryEngine, NewMemory, SentenceTransformerEmbedder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
@@ -279,6 +283,16 @@ def ingest(engine: MemoryEngine, corpus: Corpus, rng: np.random.Generator) -> di
     return {"memories": corpus.size, "seconds": spent, "memories_per_s": corpus.size / spent}
 
 
+def query_agreement(engine: Embedder, reference: Embedder, texts: Sequence[str]) -> float:
+    """The least cosine between the engine's query vectors and the reference model's (torch)
+    over ``texts``: what the faster query path costs in fidelity."""
+    least = 1.0
+    for text in dict.fromkeys(texts):
+        a, b = engine.embed_query(text), reference.embed_query(text)
+        least = min(least, float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
+    return round(least, 7)
+
+
 def summary(m: Measurement) -> dict[str, Any]:
     """One entry of the report's ``results``."""
     return {"name": m.name, "clients": 1, "calls": m.calls, **m.latency_summary(),
@@ -334,7 +348,7 @@ def consistency(
 
 def run_measurements(
     engine: MemoryEngine, e2e: MemoryEngine, client: redis.Redis,
-    queries: Sequence[tuple[str, str]], k: int, warmup: int,
+    queries: Sequence[tuple[str, str]], k: int, warmup: int, torch_reference: Embedder,
 ) -> tuple[list[Measurement], dict[str, Any]]:
     """The timed loops over the same (user, query) list, plus a consistency check.
 
@@ -384,6 +398,11 @@ def run_measurements(
         calls[mode] = [search(engine, u, t, mode) for u, t in queries]
     for mode in ("vector", "hybrid"):
         calls[f"{mode}_e2e"] = [search(e2e, u, t, mode) for u, t in queries]
+    # The query encoder alone, uncached: the engine's (ONNX when available) and torch's.
+    encoder = engine.embedder.inner
+    calls["query_embedding"] = [functools.partial(encoder.embed_query, t) for _, t in queries]
+    calls["query_embedding_torch"] = [
+        functools.partial(torch_reference.embed_query, t) for _, t in queries]
     for call in calls["vector"]:  # every query text searched once: timed calls hit the cache
         call()
     results = []
@@ -395,7 +414,7 @@ def run_measurements(
             results.append(with_cache_rate(
                 cached, functools.partial(measure, name, loop, warmup)))
     order = ["raw_knn", "raw_bm25", "raw_hybrid", "raw_hybrid_all", "vector", "keyword", "hybrid",
-             "vector_e2e", "hybrid_e2e"]
+             "vector_e2e", "hybrid_e2e", "query_embedding", "query_embedding_torch"]
     results.sort(key=lambda m: order.index(m.name))
     return results, consistency(engine, client, queries, raw, k)
 
@@ -412,6 +431,10 @@ def ratios(results: Sequence[dict[str, Any]]) -> dict[str, float]:
         "hybrid_over_raw_knn_plus_bm25_p50": round(
             p50["hybrid"] / (p50["raw_knn"] + p50["raw_bm25"]), 3),
         "vector_e2e_over_vector_p50": round(p50["vector_e2e"] / p50["vector"], 3),
+        "hybrid_e2e_over_query_embedding_plus_hybrid_p50": round(
+            p50["hybrid_e2e"] / (p50["query_embedding"] + p50["hybrid"]), 3),
+        "query_embedding_torch_over_engine_p50": round(
+            p50["query_embedding_torch"] / p50["query_embedding"], 3),
     }
 
 
@@ -496,7 +519,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if indexed != corpus.size:
             print(f"warning: the index holds {indexed} documents, {corpus.size} were written",
                   file=sys.stderr)
-        measurements, check = run_measurements(engine, e2e, client, queries, args.k, args.warmup)
+        torch_reference = SentenceTransformerEmbedder(query_backend="torch")
+        measurements, check = run_measurements(engine, e2e, client, queries, args.k, args.warmup,
+                                               torch_reference)
+        check["query_backend"] = engine.embedder.inner.query_backend
+        check["query_cosine_min_vs_torch"] = query_agreement(
+            engine.embedder.inner, torch_reference, [text for _, text in queries])
         versions = server_versions(client)
 
     results = [summary(m) for m in measurements]

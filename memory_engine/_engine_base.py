@@ -65,7 +65,8 @@ class EngineBase:
             cfg = cfg.with_(redis_url=redis_url)
         if embedder is None:
             embedder = SentenceTransformerEmbedder(
-                cfg.embedding_model, batch_size=cfg.embedding_batch_size
+                cfg.embedding_model, batch_size=cfg.embedding_batch_size,
+                query_backend=cfg.query_backend, cache_dir=cfg.home / "onnx",
             )
         if not isinstance(embedder, CachedEmbedder):
             embedder = CachedEmbedder(embedder, cfg.query_cache_size)

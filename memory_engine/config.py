@@ -42,6 +42,8 @@ class EngineConfig:
             context (~100-200 tokens) cost 17.9 ms each at 8, 19.7 at 16, 29 at 64 on 2 CPU
             cores; short texts ~3.5 ms at any size.
         query_cache_size: Query embeddings kept in process (LRU); 0 disables the cache.
+        query_backend: How queries are embedded: ``auto`` (ONNX when the ``fast`` extra is
+            installed, else torch), ``onnx`` or ``torch``. Documents always use torch.
         max_text_chars: Longest memory or query text accepted; longer input is rejected,
             never truncated.
         max_k: Largest ``k`` a search accepts.
@@ -79,6 +81,7 @@ class EngineConfig:
     embedding_model: str | None = None
     embedding_batch_size: int = 16
     query_cache_size: int = 2048
+    query_backend: str = "auto"
     max_text_chars: int = 16_000
     max_k: int = 1_000
     write_batch_size: int = 256
@@ -123,6 +126,9 @@ class EngineConfig:
             raise ConfigurationError(
                 f"query_cache_size must be 0 or more; got {self.query_cache_size!r}"
             )
+        if self.query_backend not in ("auto", "onnx", "torch"):
+            raise ConfigurationError(
+                f"query_backend must be 'auto', 'onnx' or 'torch'; got {self.query_backend!r}")
         if self.fusion not in ("rrf", "linear"):
             raise ConfigurationError(f"fusion must be 'rrf' or 'linear'; got {self.fusion!r}")
         unit = ("decay_weight", "importance_weight")
@@ -169,6 +175,7 @@ class EngineConfig:
             "MEMORY_ENGINE_EMBEDDING_MODEL": "embedding_model",
             "MEMORY_ENGINE_REDIS_SERVER": "redis_server",
             "MEMORY_ENGINE_SEARCH_MODULE": "search_module",
+            "MEMORY_ENGINE_QUERY_BACKEND": "query_backend",
         }
         for var, name in text_vars.items():
             if env.get(var):
