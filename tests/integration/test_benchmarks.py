@@ -128,3 +128,21 @@ def test_ingest_benchmark_quick(redis_url: str, tmp_path: Path) -> None:
                                   rel=0.01)
     memory = report["memory"]
     assert 0 < memory["float16_bytes_per_memory"] < memory["float32_bytes_per_memory"]
+
+
+SCALE_SCRIPT = SCRIPT.with_name("scale.py")
+
+
+def test_scale_benchmark_quick(redis_url: str, tmp_path: Path) -> None:
+    report = run_quick(SCALE_SCRIPT, redis_url, tmp_path / "scale.json")
+    assert report["benchmark"] == "scale"
+    points = report["points"]
+    assert [(p["memories"], p["users"]) for p in points] == [
+        (2_000, 100), (6_000, 100), (6_000, 10), (6_000, 1_000)]
+    for p in points:
+        assert p["indexed"] == p["memories"]
+        for name in ("raw_knn", "vector", "hybrid"):
+            r = p["results"][name]
+            assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"], (p["memories"], name)
+        assert 0.9 <= p["vector_recall_at_10_vs_exact"] <= 1.0
+        assert p["bytes_per_memory"] > 1_536  # at least the float32 vector itself
