@@ -18,6 +18,8 @@ pairs, after a warmup, one client, ``time.perf_counter`` around every call:
 * ``vector_e2e``, ``hybrid_e2e`` - the same on a second engine with ``query_cache_size=0``, so
   every call embeds its query with the bundled all-MiniLM-L6-v2 (through the engine's query
   path: ONNX when the ``fast`` extra is installed, else torch; ``consistency.query_backend``).
+* ``hybrid`` and ``hybrid_e2e`` again from 8 and 32 concurrent clients (``clients``):
+  ``AsyncMemoryEngine`` tasks on one event loop; per-call latency and total QPS.
 * ``query_embedding`` - the engine's query encoder alone, uncached; ``query_embedding_torch``
   - the reference torch encoder alone. ``consistency.query_cosine_min_vs_torch`` is the least
   cosine between their vectors over the run's queries.
@@ -47,6 +49,7 @@ with a PNG chart of the same name, and a table on stdout.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import datetime as dt
 import functools
@@ -64,7 +67,13 @@ import numpy.typing as npt
 import redis
 from tqdm import tqdm
 
-from memory_engine import Embedder, MemoryEngine, NewMemory, SentenceTransformerEmbedder
+from memory_engine import (
+    AsyncMemoryEngine,
+    Embedder,
+    MemoryEngine,
+    NewMemory,
+    SentenceTransformerEmbedder,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
@@ -419,9 +428,54 @@ def run_measurements(
     return results, consistency(engine, client, queries, raw, k)
 
 
+CONCURRENCY = (8, 32)  # the single-client rows are the blocking engine's
+
+
+def concurrent(
+    engine: MemoryEngine, queries: Sequence[tuple[str, str]], k: int, warmup: int,
+) -> list[dict[str, Any]]:
+    """``hybrid`` and ``hybrid_e2e`` through ``AsyncMemoryEngine`` from 8 and 32 concurrent
+    clients (tasks on one event loop, one connection pool): per-call latency and total QPS.
+    ``hybrid`` shares the engine's filled query cache (embedding excluded); ``hybrid_e2e``
+    embeds every query (one model, calls serialised on it)."""
+    rows: list[dict[str, Any]] = []
+
+    async def measure_async(eng: AsyncMemoryEngine, name: str, clients: int) -> dict[str, Any]:
+        for user, text in queries[:warmup]:
+            await eng.search(user, text, k=k)
+        latencies: list[float] = []
+        work = iter(queries)
+
+        async def client() -> None:
+            for user, text in work:
+                t0 = time.perf_counter()
+                await eng.search(user, text, k=k)
+                latencies.append((time.perf_counter() - t0) * 1000.0)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        wall = time.perf_counter() - start
+        m = Measurement(name, np.asarray(latencies), wall)
+        return {"name": name, "clients": clients, "calls": m.calls, **m.latency_summary(),
+                "qps": m.per_second()}
+
+    async def all_rows() -> None:
+        cached = AsyncMemoryEngine(engine.config, embedder=engine.embedder)
+        uncached = AsyncMemoryEngine(engine.config.with_(query_cache_size=0),
+                                     embedder=engine.embedder.inner)
+        async with cached, uncached:
+            for clients in CONCURRENCY:
+                rows.append(await measure_async(cached, "hybrid", clients))
+            for clients in CONCURRENCY:
+                rows.append(await measure_async(uncached, "hybrid_e2e", clients))
+
+    asyncio.run(all_rows())
+    return rows
+
+
 def ratios(results: Sequence[dict[str, Any]]) -> dict[str, float]:
-    p50 = {r["name"]: r["p50_ms"] for r in results}
-    p99 = {r["name"]: r["p99_ms"] for r in results}
+    p50 = {r["name"]: r["p50_ms"] for r in results if r["clients"] == 1}
+    p99 = {r["name"]: r["p99_ms"] for r in results if r["clients"] == 1}
     return {
         "vector_over_raw_knn_p50": round(p50["vector"] / p50["raw_knn"], 3),
         "keyword_over_raw_bm25_p50": round(p50["keyword"] / p50["raw_bm25"], 3),
@@ -445,7 +499,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     """Grouped bars of p50 and p99 per measurement, log scale."""
     params = report["params"]
     plot_latency_bars(
-        report["results"], path,
+        [r for r in report["results"] if r["clients"] == 1], path,
         f"memory-engine recall latency: {params['memories']:,} memories, "
         f"{params['users']:,} users, k={params['k']}, 1 client",
     )
@@ -460,12 +514,12 @@ def print_table(report: dict[str, Any]) -> None:
     )
     print(f"ingest: {ingest_stats['memories_per_s']:,.0f} memories/s "
           f"({ingest_stats['memories']:,} in {ingest_stats['seconds']:.1f}s)\n")
-    print(f"{'name':<15}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'QPS':>10}  note")
+    print(f"{'name':<22}{'clients':>8}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'QPS':>10}  note")
     for r in report["results"]:
         rate = r.get("query_cache_hit_rate")
         note = "" if rate is None else f"query cache hit rate {rate:.0%}"
-        print(f"{r['name']:<15}{r['p50_ms']:>10.3f}{r['p95_ms']:>10.3f}{r['p99_ms']:>10.3f}"
-              f"{r['qps']:>10.0f}  {note}")
+        print(f"{r['name']:<22}{r['clients']:>8}{r['p50_ms']:>10.3f}{r['p95_ms']:>10.3f}"
+              f"{r['p99_ms']:>10.3f}{r['qps']:>10.0f}  {note}")
     print_ratios(report["ratios"])
     check = report["consistency"]
     print(f"engine hits found in the raw replies ({check['checked']} queries): " + ", ".join(
@@ -522,12 +576,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         torch_reference = SentenceTransformerEmbedder(query_backend="torch")
         measurements, check = run_measurements(engine, e2e, client, queries, args.k, args.warmup,
                                                torch_reference)
+        concurrent_rows = concurrent(engine, queries, args.k, args.warmup)
         check["query_backend"] = engine.embedder.inner.query_backend
         check["query_cosine_min_vs_torch"] = query_agreement(
             engine.embedder.inner, torch_reference, [text for _, text in queries])
         versions = server_versions(client)
 
     results = [summary(m) for m in measurements]
+    results += concurrent_rows
     cfg = engine.config
     return {
         **provenance("recall_latency", versions),

@@ -41,10 +41,16 @@ def test_recall_latency_quick(redis_url: str, tmp_path: Path) -> None:
     report = run_quick(SCRIPT, redis_url, tmp_path / "r.json")
     assert report["benchmark"] == "recall_latency"
     assert report["params"]["quick"] is True
-    results = {r["name"]: r for r in report["results"]}
+    results = {r["name"]: r for r in report["results"] if r["clients"] == 1}
     assert set(results) == NAMES
+    crowd = [r for r in report["results"] if r["clients"] > 1]
+    assert {(r["name"], r["clients"]) for r in crowd} == {
+        (name, n) for name in ("hybrid", "hybrid_e2e") for n in (8, 32)}
+    for r in crowd:
+        assert r["calls"] == report["params"]["queries"]
+        assert 0 < r["p50_ms"] <= r["p99_ms"]
+        assert r["qps"] > 0
     for name, r in results.items():
-        assert r["clients"] == 1, name
         assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"], (name, r)
         assert r["qps"] > 0, name
     for mode in ("vector", "hybrid"):
