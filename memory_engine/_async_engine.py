@@ -78,6 +78,7 @@ class AsyncMemoryEngine(EngineBase):
                     except redis.RedisError as exc:
                         raise search_module_error(exc, where) from exc
                     await asyncio.to_thread(lambda: self._core.store_core)  # loads the model
+                    await asyncio.to_thread(self._warm_query_path)
                     store = AsyncMemoryStore(client, self._core.store_core)
                     await store.ensure_index()
                 except BaseException:

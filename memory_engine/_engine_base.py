@@ -86,6 +86,13 @@ class EngineBase:
         cfg = self.config
         return EmbeddedServer(cfg.home, binary=cfg.redis_server, module=cfg.search_module)
 
+    def _warm_query_path(self) -> None:
+        """Build the query encoder (the ONNX export, made once per model) while connecting,
+        so the first search does not pay for it."""
+        inner = self.embedder.inner
+        if isinstance(inner, SentenceTransformerEmbedder):
+            inner.query_backend  # noqa: B018  # the property builds it
+
     def _check_open(self) -> None:
         if self._closed:
             raise MemoryEngineError("this engine is closed")

@@ -89,6 +89,7 @@ class MemoryEngine(EngineBase):
                 try:
                     check_search_module(client, where)
                     store = MemoryStore(client, self._core.store_core)
+                    self._warm_query_path()
                     store.ensure_index()
                 except BaseException:
                     client.close()
