@@ -26,6 +26,7 @@ from memory_engine import EmbeddedServer, EngineConfig, MemoryEngine
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+LOCOMO_DEV = REPO_ROOT.parent / "shared" / "data" / "locomo_dev.json"  # ../shared beside the repo
 
 
 def private_server(stack: contextlib.ExitStack) -> str:

@@ -39,7 +39,7 @@ from redisvl.index import SearchIndex
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
-    REPO_ROOT,
+    LOCOMO_DEV,
     RESULTS_DIR,
     drop_prefix,
     open_redis,
@@ -54,7 +54,6 @@ from memory_engine import MemoryEngine
 from memory_engine._engine_base import EMBED_CHUNK
 from memory_engine.store._schema import build_schema
 
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "locomo_dev.json"
 QUICK_TURNS = 120
 
 
@@ -231,8 +230,8 @@ def print_table(report: dict[str, Any]) -> None:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                        help=f"LoCoMo JSON file (default: {DEFAULT_DATA})")
+    parser.add_argument("--data", type=Path, default=LOCOMO_DEV,
+                        help=f"LoCoMo JSON file (default: {LOCOMO_DEV})")
     parser.add_argument("--turns", type=int, help="at most this many turns (default: all)")
     parser.add_argument("--quick", action="store_true",
                         help=f"a smoke run: the first {QUICK_TURNS} turns")

@@ -44,7 +44,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/openai_server.py
 from _common import (
-    REPO_ROOT,
+    LOCOMO_DEV,
     RESULTS_DIR,
     drop_prefix,
     open_redis,
@@ -60,7 +60,6 @@ from memory_engine.models import Kind
 
 K = 10
 DAY = 86_400.0
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "locomo_dev.json"
 QUICK_QUESTIONS = 60
 
 
@@ -311,8 +310,8 @@ def print_table(report: dict[str, Any]) -> None:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                        help=f"LoCoMo JSON file (default: {DEFAULT_DATA})")
+    parser.add_argument("--data", type=Path, default=LOCOMO_DEV,
+                        help=f"LoCoMo JSON file (default: {LOCOMO_DEV})")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "lifecycle.json")
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.3, 0.2, 0.1],
                         help="per-user budgets as fractions of the user's turns")

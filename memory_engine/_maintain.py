@@ -26,7 +26,6 @@ from .exceptions import ChangeNotFoundError, InvalidArgumentError, StoreError
 from .lifecycle.audit import AuditEntry, RemovedMemory
 from .lifecycle.planning import (
     Action,
-    Decision,
     Group,
     MaintenancePlan,
     consolidation_candidates,
@@ -269,7 +268,8 @@ def maintain_user(
                 at = clock()
                 entry = AuditEntry(new_id(at), user_id, d.action.value, d.reason, at, now,
                                    (d.memory_id,), removed=(loaded.raw[d.memory_id],))
-                commands += [*_audit_commands(store, entry, policy), *_delete(store, d)]
+                commands += _audit_commands(store, entry, policy)
+                commands += _delete(store, d.user_id, d.memory_id)
                 report.changes.append(entry.change_id)
             yield Call(commands, transaction=True)
     return report
@@ -278,9 +278,10 @@ def maintain_user(
 _REMOVALS = (Action.EXPIRE, Action.PRUNE, Action.DEDUPE)
 
 
-def _delete(store: StoreCore, d: Decision) -> list[list[Any]]:
-    return [["DEL", store.keys.memory(d.user_id, d.memory_id)],
-            ["HDEL", store.keys.recalls(d.user_id), d.memory_id]]
+def _delete(store: StoreCore, user_id: str, memory_id: str) -> list[list[Any]]:
+    """Delete a memory and its recall entry."""
+    return [["DEL", store.keys.memory(user_id, memory_id)],
+            ["HDEL", store.keys.recalls(user_id), memory_id]]
 
 
 def summary_memory(group: Group, text: str, clock: float) -> Memory:
@@ -314,7 +315,7 @@ def _consolidation(
         *_audit_commands(store, entry, policy),
     ]
     for memory_id in group.memory_ids:
-        commands += _delete(store, Decision(memory_id, group.user_id, Action.CONSOLIDATE, ""))
+        commands += _delete(store, group.user_id, memory_id)
     return commands, entry.change_id
 
 
@@ -365,7 +366,7 @@ def undo(
         if r.recall is not None:
             commands.append(["HSET", keys.recalls(user_id), r.memory_id, r.recall])
     if entry.summary_id:
-        commands += _delete(store, Decision(entry.summary_id, user_id, Action.KEEP, ""))
+        commands += _delete(store, user_id, entry.summary_id)
     commands.append(["SET", key, entry.undone(clock).to_json(), "KEEPTTL"])
     yield Call(commands, transaction=True)
     return UndoResult(change_id, tuple(r.memory_id for r in entry.removed), entry.summary_id)
