@@ -8,9 +8,11 @@ pairs, after a warmup, one client, ``time.perf_counter`` around every call:
   depth), sent with a plain redis-py client; ``raw_hybrid`` pipelines its two commands in one
   round trip, as the engine does. Redis round trip and server time only: the floor. The
   commands return only what ranking reads (a few fields per candidate, not whole memories).
-* ``raw_hybrid_all`` - every Redis call one hybrid search makes: ``raw_hybrid``, then the
-  ``EVALSHA`` that reads the final k memories in full (and their recall counts), for the ids
-  the engine returned for that query. Two round trips, as the engine makes.
+* ``raw_hybrid_all`` - every Redis call one hybrid search makes, sent with the same plain
+  client: the engine's search script (``EVALSHA``), which runs the two ``raw_hybrid``
+  commands inside Redis, ranks their candidates and reads the final k memories and their
+  recall counts. One round trip, as the engine makes; the difference to ``raw_hybrid`` is
+  what the script itself costs Redis.
 * ``vector``, ``keyword``, ``hybrid`` - ``MemoryEngine.search`` in that mode with the query
   embedding already in the engine's query cache (every query is searched once before timing;
   the cache hit rate of the timed calls is reported): validation, commands, Redis, parsing,
@@ -74,6 +76,7 @@ from memory_engine import (
     NewMemory,
     SentenceTransformerEmbedder,
 )
+from memory_engine.retrieval._script import SEARCH, SEARCH_SHA
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
@@ -384,24 +387,17 @@ def run_measurements(
             return pipe.execute()
         return call
 
-    def then_fetch(cmds: list[list[object]], fetch: list[object]) -> Callable[[], object]:
-        search = pipelined(cmds)
-
-        def call() -> object:
-            search()
-            return client.execute_command("EVALSHA", *fetch)
-        return call
-
-    store = engine._core.store_core
-    fetches = [  # what the engine reads after ranking: the memories it returns
-        store.fetch_args(user, [h.memory.id for h in engine.search(user, text, k=k)])
-        for user, text in queries
-    ]
+    core, script_args = engine._core, []
+    client.script_load(SEARCH)
+    for user, text in queries:  # the engine's whole call: its search script and arguments
+        plan = core.plan_search(user, text, k=k, mode="hybrid", clock=time.time())
+        script_args.append(core.search_args(plan, engine.embedder.embed_query(text)))
     calls: dict[str, list[Callable[[], object]]] = {
         "raw_knn": [functools.partial(client.execute_command, *c[0]) for c in raw["vector"]],
         "raw_bm25": [functools.partial(client.execute_command, *c[0]) for c in raw["keyword"]],
         "raw_hybrid": [pipelined(c) for c in raw["hybrid"]],
-        "raw_hybrid_all": [then_fetch(c, f) for c, f in zip(raw["hybrid"], fetches, strict=True)],
+        "raw_hybrid_all": [functools.partial(client.execute_command, "EVALSHA", SEARCH_SHA, *a)
+                           for a in script_args],
     }
     for mode in ("vector", "keyword", "hybrid"):
         calls[mode] = [search(engine, u, t, mode) for u, t in queries]

@@ -211,16 +211,14 @@ class AsyncMemoryEngine(EngineBase):
             vector = self.embedder.peek(plan.request.query)
             if vector is None:
                 vector = await asyncio.to_thread(self.embedder.embed_query, plan.request.query)
-        commands = self._core.search_commands(plan, vector)
-        if not commands:
+        args = self._core.search_args(plan, vector)
+        if args is None:
             return []
         user = plan.request.user_id
-        keyword, vector_hits = self._core.candidates(plan, await store.search(commands))
-        stats = None
-        if ids := self._core.recall_stats_needed(plan, keyword, vector_hits):
-            stats = dict(zip(ids, await store.recalls(user, ids), strict=True))
-        ranked = self._core.ranked(plan, keyword, vector_hits, stats)
-        hits = self._core.hits(plan, ranked, await store.fetch(user, [r.id for r in ranked]))
+        ranked, loaded = self._core.read_search(plan, await store.search(args))
+        if missing := self._core.missing(ranked, loaded):
+            loaded.update(zip(missing, await store.fetch(user, missing), strict=True))
+        hits = self._core.hits(plan, ranked, loaded)
         if hits and self._flusher is not None:
             self._flusher.record(user, [h.memory.id for h in hits], plan.now)
         return hits

@@ -28,8 +28,10 @@ from .retrieval._queries import (
 )
 from .retrieval._ranking import Candidate, Fusion, Ranked, RankingOptions, rank, with_overrides
 from .retrieval._results import keyword_candidates, vector_candidates, with_recall_stats
+from .retrieval._script import read_reply, script_args
 from .store import StoreCore, StoreSettings, new_id
 from .store._history import HistoryKeys
+from .store._records import MEMORY_FIELDS, from_values
 
 _NEW_FIELDS = {f.name for f in dataclasses.fields(NewMemory)}
 _UPDATABLE = ("text", "session_id", "kind", "role", "name", "importance", "metadata")
@@ -291,7 +293,8 @@ class EngineCore:
         return fields
 
     def search_commands(self, plan: SearchPlan, vector: Vector | None) -> list[list[object]]:
-        """The FT.SEARCH commands to send together: keyword first, then vector (if any)."""
+        """The FT.SEARCH commands of a search: keyword first, then vector (if any). The
+        search script runs them inside Redis (see ``search_args``)."""
         name = self.store_core.index_name
         req, n = plan.request, plan.candidates
         fields = self._candidate_fields(plan)
@@ -307,28 +310,40 @@ class EngineCore:
             ))
         return commands
 
-    def candidates(
-        self, plan: SearchPlan, replies: Sequence[list[Any]]
-    ) -> tuple[list[Candidate], list[Candidate]]:
-        """Parse the replies of ``search_commands``: (keyword candidates, vector candidates)."""
+    def search_args(self, plan: SearchPlan, vector: Vector | None) -> list[object] | None:
+        """The search script's arguments (after its hash) for this plan, or None when there
+        is nothing to search for (a keyword search with no searchable word)."""
+        commands = self.search_commands(plan, vector)
+        if not commands:
+            return None
         req = plan.request
-        owner = self.store_core.keys.memory(req.user_id, "")
-        replies = list(replies)
-        vector = []
-        if req.mode is not SearchMode.KEYWORD:
-            vector = vector_candidates(replies.pop(), owner)
-        keyword = keyword_candidates(replies.pop(), owner) if replies else []
-        return keyword, vector
+        vector_cmd = commands.pop() if req.mode is not SearchMode.KEYWORD else None
+        keys = self.store_core.keys
+        return script_args(
+            owner_prefix=keys.memory(req.user_id, ""), recall_key=keys.recalls(req.user_id),
+            mode=req.mode, options=plan.options, k=req.k, fields=MEMORY_FIELDS,
+            keyword=commands[0] if commands else None, vector=vector_cmd,
+        )
+
+    def read_search(
+        self, plan: SearchPlan, reply: Sequence[Any]
+    ) -> tuple[list[Ranked], dict[str, Memory | None]]:
+        """The final ranking from the search script's reply, and the memories it read (by
+        id; None for one deleted meanwhile). Hits missing from the second are read next."""
+        got = read_reply(reply)
+        ranked = got.ranked
+        if got.keyword is not None or got.vector is not None:  # ranked here, not by the script
+            owner = self.store_core.keys.memory(plan.request.user_id, "")
+            keyword = keyword_candidates(got.keyword, owner) if got.keyword else []
+            vector = vector_candidates(got.vector, owner) if got.vector else []
+            ranked = self.ranked(plan, keyword, vector, got.recalls)
+        loaded = {i: from_values(i, row, stat) for i, (row, stat) in got.rows.items()}
+        return ranked, loaded
 
     @staticmethod
-    def recall_stats_needed(
-        plan: SearchPlan, keyword: list[Candidate], vector: list[Candidate]
-    ) -> list[str]:
-        """Candidates whose recall counts ranking needs before it can rank (decay on), else
-        none: the counts of the final hits are read with them."""
-        if plan.options.decay_weight <= 0:
-            return []
-        return list(dict.fromkeys(c.id for c in (*keyword, *vector)))
+    def missing(ranked: Sequence[Ranked], loaded: Mapping[str, Memory | None]) -> list[str]:
+        """Ids of final hits the search script did not read (its guess missed them)."""
+        return [r.id for r in ranked if r.id not in loaded]
 
     @staticmethod
     def ranked(
@@ -346,13 +361,14 @@ class EngineCore:
 
     @staticmethod
     def hits(
-        plan: SearchPlan, ranked: Sequence[Ranked], memories: Sequence[Memory | None]
+        plan: SearchPlan, ranked: Sequence[Ranked], memories: Mapping[str, Memory | None]
     ) -> list[SearchHit]:
-        """Pair the ranking with the memories read in full (aligned with it). A memory
-        deleted since the search ran (None) is left out, never returned half-read."""
+        """Pair the ranking with the memories read in full (by id). A memory deleted since
+        the search ran (None) is left out, never returned half-read."""
         user_id = plan.request.user_id
         hits = []
-        for r, memory in zip(ranked, memories, strict=True):
+        for r in ranked:
+            memory = memories[r.id]
             if memory is None:
                 continue
             if memory.user_id != user_id:  # fail closed: never another user's memory

@@ -265,16 +265,14 @@ class MemoryEngine(EngineBase):
         vector = None
         if self._core.needs_vector(plan):
             vector = self.embedder.embed_query(plan.request.query)
-        commands = self._core.search_commands(plan, vector)
-        if not commands:
+        args = self._core.search_args(plan, vector)
+        if args is None:
             return []
         user = plan.request.user_id
-        keyword, vector_hits = self._core.candidates(plan, store.search(commands))
-        stats = None
-        if ids := self._core.recall_stats_needed(plan, keyword, vector_hits):
-            stats = dict(zip(ids, store.recalls(user, ids), strict=True))
-        ranked = self._core.ranked(plan, keyword, vector_hits, stats)
-        hits = self._core.hits(plan, ranked, store.fetch(user, [r.id for r in ranked]))
+        ranked, loaded = self._core.read_search(plan, store.search(args))
+        if missing := self._core.missing(ranked, loaded):
+            loaded.update(zip(missing, store.fetch(user, missing), strict=True))
+        hits = self._core.hits(plan, ranked, loaded)
         if hits and self._flusher is not None:
             self._flusher.record(user, [h.memory.id for h in hits], plan.now)
         return hits

@@ -11,6 +11,7 @@ from redis.exceptions import NoScriptError
 from redisvl.index import AsyncSearchIndex
 
 from ..models import Memory, Vector
+from ..retrieval._script import SEARCH, SEARCH_SHA
 from ._core import FETCH, StoreCore, keys_of
 from ._errors import is_missing_index, redis_errors
 from ._history import HistoryKeys, stored_messages, user_pattern_base
@@ -110,14 +111,6 @@ class AsyncMemoryStore:
             previous_id = previous.previous_id
         return before
 
-    async def recalls(self, user_id: str, memory_ids: Sequence[str]) -> list[Any]:
-        """The recall entries of some memories (None where never recalled)."""
-        if not memory_ids:
-            return []
-        with redis_errors("read recalls"):
-            values: list[Any] = await self.client.hmget(self.core.keys.recalls(user_id), memory_ids)
-            return values
-
     async def rewrite(self, memory: Memory, vector: Vector | None) -> bool:
         with redis_errors("update a memory"):
             return bool(await self.client.execute_command(*self.core.update_args(memory, vector)))
@@ -170,16 +163,14 @@ class AsyncMemoryStore:
             reply = await self.client.execute_command(*self.core.count_command(user_id))
             return int(reply[0])
 
-    async def search(self, commands: Sequence[Sequence[object]]) -> list[list[Any]]:
-        """Run FT.SEARCH commands in one round trip (a pipeline, not a transaction)."""
+    async def search(self, args: Sequence[object]) -> list[Any]:
+        """Run the search script (``retrieval._script.SEARCH``): one round trip."""
         with redis_errors("search"):
-            if len(commands) == 1:
-                return [await self.client.execute_command(*commands[0])]
-            pipe = self.client.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
-            replies: list[list[Any]] = await pipe.execute()
-            return replies
+            try:
+                reply: list[Any] = await self.client.execute_command("EVALSHA", SEARCH_SHA, *args)
+            except NoScriptError:  # first use on this server: EVAL caches the script
+                reply = await self.client.execute_command("EVAL", SEARCH, *args)
+            return reply
 
     async def run(self, commands: Sequence[Sequence[object]]) -> None:
         """Run commands in one pipelined round trip (recall bookkeeping)."""

@@ -156,8 +156,7 @@ def from_values(memory_id: str, values: Sequence[Any], stat: bytes | str | None)
     copies."""
     if all(v is None for v in values):
         return None
-    return from_fields(
-        memory_id, dict(zip(MEMORY_FIELDS, map(_decoded, values), strict=True)), stat)
+    return _memory(memory_id, [_decoded(v) for v in values], stat)
 
 
 def recall_stat(stat: bytes | str | None) -> tuple[int, float] | None:
@@ -169,6 +168,9 @@ def recall_stat(stat: bytes | str | None) -> tuple[int, float] | None:
     return int(count), float(last)
 
 
+_OPTIONAL = frozenset({"name", "previous_id", "summary_of"})
+
+
 def from_fields(memory_id: str, f: dict[str, str], stat: bytes | str | None = None) -> Memory:
     """Rebuild a Memory from decoded HASH fields, with the recalls recorded since it was last
     written (``stat``, from the recall side hash) folded in.
@@ -177,25 +179,35 @@ def from_fields(memory_id: str, f: dict[str, str], stat: bytes | str | None = No
     RediSearch re-index the whole document (vector included) and skews BM25 statistics.
     """
     try:
-        session, role, metadata, replaces = f["session_id"], f["role"], f["metadata"], f["replaces"]
+        values = [f.get(name, "") if name in _OPTIONAL else f[name] for name in MEMORY_FIELDS]
+    except KeyError as exc:
+        raise StoreError(f"memory {memory_id} is stored in an unreadable form: {exc}") from exc
+    return _memory(memory_id, values, stat)
+
+
+def _memory(memory_id: str, values: Sequence[str], stat: bytes | str | None) -> Memory:
+    """A Memory from decoded ``MEMORY_FIELDS`` values (in that order; "" where unset)."""
+    (user_id, session, kind, role, name, text, created_at, last_accessed, access_count,
+     importance, metadata, replaces, previous_id, summary) = values
+    try:
         recalled = recall_stat(stat) or (0, 0.0)
-        summary_of = json.loads(f["summary_of"]) if f.get("summary_of") else {}
+        summary_of = json.loads(summary) if summary else {}
         span = summary_of.get("span")
         return Memory(
             id=memory_id,
-            user_id=unquote(f["user_id"]),
-            text=f["text"],
-            kind=_KINDS[f["kind"]],
+            user_id=unquote(user_id),
+            text=text,
+            kind=_KINDS[kind],
             session_id=unquote(session) if session else None,
             role=_ROLES[role] if role else None,
-            name=f.get("name") or None,
-            created_at=float(f["created_at"]),
-            last_accessed=max(float(f["last_accessed"]), recalled[1]),
-            access_count=int(float(f["access_count"])) + recalled[0],
-            importance=float(f["importance"]),
+            name=name or None,
+            created_at=float(created_at),
+            last_accessed=max(float(last_accessed), recalled[1]),
+            access_count=int(float(access_count)) + recalled[0],
+            importance=float(importance),
             metadata=json.loads(metadata) if metadata and metadata != "{}" else {},
             replaces=tuple(json.loads(replaces)) if replaces else (),
-            previous_id=f.get("previous_id") or None,
+            previous_id=previous_id or None,
             replaced_sessions=tuple(summary_of.get("sessions", ())),
             replaced_span=(float(span[0]), float(span[1])) if span else None,
         )

@@ -10,6 +10,7 @@ from redis.exceptions import NoScriptError
 from redisvl.index import SearchIndex
 
 from ..models import Memory, Vector
+from ..retrieval._script import SEARCH, SEARCH_SHA
 from ._core import FETCH, StoreCore, keys_of
 from ._errors import is_missing_index, redis_errors
 from ._history import HistoryKeys, stored_messages, user_pattern_base
@@ -111,14 +112,6 @@ class MemoryStore:
             previous_id = previous.previous_id
         return before
 
-    def recalls(self, user_id: str, memory_ids: Sequence[str]) -> list[Any]:
-        """The recall entries of some memories (None where never recalled)."""
-        if not memory_ids:
-            return []
-        with redis_errors("read recalls"):
-            values: list[Any] = self.client.hmget(self.core.keys.recalls(user_id), memory_ids)
-            return values
-
     def rewrite(self, memory: Memory, vector: Vector | None) -> bool:
         """Replace an existing memory's fields; False (and nothing written) if it is gone."""
         with redis_errors("update a memory"):
@@ -171,16 +164,14 @@ class MemoryStore:
         with redis_errors("count memories"):
             return int(self.client.execute_command(*self.core.count_command(user_id))[0])
 
-    def search(self, commands: Sequence[Sequence[object]]) -> list[list[Any]]:
-        """Run FT.SEARCH commands in one round trip (a pipeline, not a transaction)."""
+    def search(self, args: Sequence[object]) -> list[Any]:
+        """Run the search script (``retrieval._script.SEARCH``): one round trip."""
         with redis_errors("search"):
-            if len(commands) == 1:
-                return [self.client.execute_command(*commands[0])]
-            pipe = self.client.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
-            replies: list[list[Any]] = pipe.execute()
-            return replies
+            try:
+                reply: list[Any] = self.client.execute_command("EVALSHA", SEARCH_SHA, *args)
+            except NoScriptError:  # first use on this server: EVAL caches the script
+                reply = self.client.execute_command("EVAL", SEARCH, *args)
+            return reply
 
     def run(self, commands: Sequence[Sequence[object]]) -> None:
         """Run commands in one pipelined round trip (recall bookkeeping)."""

@@ -84,17 +84,20 @@ def test_search_commands_return_only_what_ranking_reads() -> None:
     keyword, _ = core.search_commands(plan, np.full(8, 0.1, dtype=np.float32))
     assert _returned(keyword) == [
         "previous_id", "last_accessed", "access_count", "importance", "text"]
-    assert core.recall_stats_needed(plan, [Candidate("a", 1.0)], [Candidate("a", 0.5)]) == ["a"]
+    args = core.search_args(plan, np.full(8, 0.1, dtype=np.float32))
+    assert args is not None
+    # not ranked by the script (decay, de-duplication): 2k prefetched, every recall entry
+    assert args[3:6] == ["hybrid", 0, 10] and args[10] == 1
 
 
 def test_hits_skip_memories_deleted_since_and_fail_closed_on_another_user() -> None:
     core = _core()
     plan = core.plan_search("alice", "hiking", k=5, mode="hybrid", clock=1.0)
     ranked = core.ranked(plan, [Candidate("a", 2.0), Candidate("b", 1.0)], [])
-    hits = core.hits(plan, ranked, [None, _memory("b", "alice")])
+    hits = core.hits(plan, ranked, {"a": None, "b": _memory("b", "alice")})
     assert [h.memory.id for h in hits] == ["b"]
     with pytest.raises(StoreError, match="isolation check failed"):
-        core.hits(plan, ranked, [_memory("a", "bob"), None])
+        core.hits(plan, ranked, {"a": _memory("a", "bob"), "b": None})
 
 
 def test_dedupe_text_is_kept_when_it_is_the_only_extra_field() -> None:

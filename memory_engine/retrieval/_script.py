@@ -1,0 +1,243 @@
+"""One search in one round trip: a Lua script that runs a search's FT.SEARCH commands, ranks
+the candidates and reads the best memories in full, all inside Redis. No I/O here: this
+module holds the script, builds its arguments and reads its reply.
+
+Why a script: a search otherwise takes two round trips (the FT.SEARCH pair, then reading the
+final ``k`` memories and their recall counts), and each costs about 0.1 ms through redis-py
+on loopback, as much as Redis spends on the searches. The script ranks the way
+:func:`~memory_engine.retrieval._ranking.rank` does, operation for operation, for the
+default ranking (reciprocal-rank fusion with context credit, or a single mode's own score),
+so it can read exactly the memories that make the cut. Other options (decay, de-duplication,
+thresholds, linear fusion) are ranked in Python from the candidate lists the script returns
+with its best guess prefetched; any hit outside the guess is read in a second round trip.
+``tests/integration/test_search_script.py`` checks the script against ``rank`` on real
+searches: same ids, same order, same scores to the bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..exceptions import StoreError
+from ..models import ScoreParts, SearchMode
+from ._ranking import Candidate, Fusion, Ranked, RankingOptions
+
+# KEYS[1]: the user's recall hash. ARGV: the user's memory-key prefix, mode (hybrid | vector |
+# keyword), exact (1: rank and return only the top ``take``; 0: return the candidate replies
+# too), take, rrf k, keyword weight, vector weight, context credit, all recalls (1: the recall
+# entries of every candidate, for decay), then #fields, fields..., then #args and the keyword
+# FT.SEARCH (0 when none), then #args and the vector FT.SEARCH (0 when none).
+#
+# Ranking mirrors ``rank``: keyword candidates scoring 0 are dropped; RRF sums w / (k + rank)
+# over the keyword list then the vector list and divides by the best possible sum; context
+# credit adds credit * score to the candidate each one follows, in candidate order, then
+# divides by 1 + credit; the sort is by score, ties in candidate order. Scores leave as %.17g
+# strings, which read back as the same doubles.
+SEARCH = """
+local owner, mode, exact, take = ARGV[1], ARGV[2], ARGV[3] == '1', tonumber(ARGV[4])
+local rrf_k, w_kw, w_vec = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local credit, all_recalls = tonumber(ARGV[8]), ARGV[9] == '1'
+local nf = tonumber(ARGV[10])
+local i = 11 + nf
+local kw, vec = {0}, {0}
+local n = tonumber(ARGV[i])
+if n > 0 then kw = redis.call(unpack(ARGV, i + 1, i + n)) end
+i = i + n + 1
+n = tonumber(ARGV[i])
+if n > 0 then vec = redis.call(unpack(ARGV, i + 1, i + n)) end
+
+local find, sub, hybrid = string.find, string.sub, mode == 'hybrid'
+local cut = #owner + 1
+local seq, pos, score, prev, kw_part, vec_part = {}, {}, {}, {}, {}, {}
+local m = 0
+local function isolation(key)
+  error({err = 'isolation check failed: a search for one user returned key ' .. key})
+end
+
+local rank = 0
+for j = 2, #kw, 3 do
+  local s = tonumber(kw[j + 1])
+  if s > 0 then
+    local key = kw[j]
+    if find(key, owner, 1, true) ~= 1 then isolation(key) end
+    local id = sub(key, cut)
+    kw_part[id] = kw[j + 1]
+    rank = rank + 1
+    m = m + 1
+    seq[m], pos[id] = id, m
+    local flat = kw[j + 2]
+    for f = 1, #flat, 2 do
+      if flat[f] == 'previous_id' then prev[id] = flat[f + 1] end
+    end
+    if hybrid then score[id] = 0 + w_kw / (rrf_k + rank) else score[id] = s end
+  end
+end
+rank = 0
+for j = 2, #vec, 2 do
+  local key, flat = vec[j], vec[j + 1]
+  if find(key, owner, 1, true) ~= 1 then isolation(key) end
+  local id, d, p = sub(key, cut), nil, nil
+  for f = 1, #flat, 2 do
+    local name = flat[f]
+    if name == 'vector_distance' then
+      d = flat[f + 1]
+    elseif name == 'previous_id' then
+      p = flat[f + 1]
+    end
+  end
+  if d == nil then error({err = 'the vector search returned a memory without a distance'}) end
+  vec_part[id] = d
+  rank = rank + 1
+  if pos[id] == nil then
+    m = m + 1
+    seq[m], pos[id] = id, m
+    prev[id] = p
+    score[id] = 0
+  end
+  if hybrid then score[id] = score[id] + w_vec / (rrf_k + rank) else score[id] = 1 - tonumber(d) end
+end
+
+if hybrid then
+  local best = 0 + w_kw / (rrf_k + 1) + w_vec / (rrf_k + 1)
+  if best > 0 then
+    for j = 1, m do local id = seq[j]; score[id] = score[id] / best end
+  end
+  if credit > 0 then
+    local out = {}
+    for j = 1, m do local id = seq[j]; out[id] = score[id] end
+    for j = 1, m do
+      local p = prev[seq[j]]
+      if p ~= nil and out[p] ~= nil then out[p] = out[p] + credit * score[seq[j]] end
+    end
+    for j = 1, m do local id = seq[j]; score[id] = out[id] / (1 + credit) end
+  end
+end
+
+-- The best ``take``: the take-th best score is the cut; everything above it, then ties at
+-- it in candidate order, then sort those few by score (ties in candidate order).
+local top = {}
+if m > 0 and take > 0 then
+  local values = {}
+  for j = 1, m do values[j] = score[seq[j]] end
+  table.sort(values)
+  local least = values[math.max(m - take + 1, 1)]
+  local ties = {}
+  for j = 1, m do
+    local id = seq[j]
+    local s = score[id]
+    if s > least then top[#top + 1] = id elseif s == least then ties[#ties + 1] = id end
+  end
+  for j = 1, #ties do
+    if #top >= take then break end
+    top[#top + 1] = ties[j]
+  end
+  table.sort(top, function(a, b)
+    local sa, sb = score[a], score[b]
+    if sa ~= sb then return sa > sb end
+    return pos[a] < pos[b]
+  end)
+end
+
+local fields = {unpack(ARGV, 11, 10 + nf)}
+local scores, kws, vecs, rows = {}, {}, {}, {}
+for j = 1, #top do
+  local id = top[j]
+  scores[j] = string.format('%.17g', score[id])
+  kws[j] = kw_part[id] or false
+  vecs[j] = vec_part[id] or false
+  rows[j] = redis.call('HMGET', owner .. id, unpack(fields))
+end
+local recalls = {}
+if #top > 0 then recalls = redis.call('HMGET', KEYS[1], unpack(top)) end
+if exact then return {top, scores, kws, vecs, rows, recalls} end
+local every = {}
+if all_recalls and m > 0 then every = redis.call('HMGET', KEYS[1], unpack(seq)) end
+return {top, scores, kws, vecs, rows, recalls, kw, vec, seq, every}
+"""
+SEARCH_SHA = hashlib.sha1(SEARCH.encode()).hexdigest()
+
+
+def is_exact(mode: SearchMode, options: RankingOptions) -> bool:
+    """Whether the script ranks exactly as ``rank`` would for these options."""
+    return (
+        options.decay_weight <= 0 and not options.dedupe and options.min_score is None
+        and options.min_similarity is None
+        and (mode is not SearchMode.HYBRID or options.fusion is Fusion.RRF)
+    )
+
+
+def script_args(
+    *, owner_prefix: str, recall_key: str, mode: SearchMode, options: RankingOptions, k: int,
+    fields: Sequence[str], keyword: Sequence[object] | None, vector: Sequence[object] | None,
+) -> list[object]:
+    """The ``EVALSHA`` arguments (after the script hash) of one search.
+
+    ``k`` memories are read in full when the script ranks exactly; otherwise twice that, in
+    the script's order, as a prefetch for the Python ranking.
+    """
+    exact = is_exact(mode, options)
+    return [
+        1, recall_key, owner_prefix, mode.value, int(exact), k if exact else 2 * k,
+        options.rrf_k, repr(options.keyword_weight), repr(options.vector_weight),
+        repr(options.context_credit), int(options.decay_weight > 0),
+        len(fields), *fields,
+        len(keyword or ()), *(keyword or ()),
+        len(vector or ()), *(vector or ()),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptReply:
+    """The script's reply, read.
+
+    Attributes:
+        ranked: Exact mode: the final ranking. Otherwise: the script's guess, in its order.
+        rows: HMGET rows of the memories in ``ranked`` (in ``MEMORY_FIELDS`` order), and
+            their recall entries, by memory id.
+        keyword, vector: The raw FT.SEARCH replies (None in exact mode, where they are not
+            sent back).
+        recalls: Decay on: the recall entry of every candidate, by memory id.
+    """
+
+    ranked: list[Ranked]
+    rows: dict[str, tuple[list[Any], Any]]
+    keyword: list[Any] | None = None
+    vector: list[Any] | None = None
+    recalls: dict[str, Any] | None = None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def read_reply(reply: Sequence[Any]) -> ScriptReply:
+    """Read the script's reply (see ``SEARCH`` for its shape)."""
+    try:
+        top, scores, kws, vecs, rows, recalls = reply[:6]
+        ids = [_text(i) for i in top]
+        ranked = []
+        for memory_id, score, kw, distance in zip(ids, scores, kws, vecs, strict=True):
+            value = float(score)
+            similarity = None if distance is None else 1.0 - float(distance)
+            ranked.append(Ranked(
+                Candidate(memory_id, value), value,
+                ScoreParts(keyword=_float(kw), vector=similarity),
+            ))
+        loaded = {i: (row, stat) for i, row, stat in zip(ids, rows, recalls, strict=True)}
+        if len(reply) == 6:
+            return ScriptReply(ranked, loaded)
+        keyword, vector, seq, every = reply[6:]
+        stats = ({_text(i): s for i, s in zip(seq, every, strict=True)} if every else None)
+        return ScriptReply(ranked, loaded, keyword, vector, stats)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"the search script returned an unreadable reply: {exc}") from exc
+
+
+__all__ = ["SEARCH", "SEARCH_SHA", "ScriptReply", "is_exact", "read_reply", "script_args"]

@@ -1,0 +1,187 @@
+"""The search script (one round trip: FT.SEARCH, ranking and reading the hits inside Redis)
+against the Python ranking it mirrors, on a real LoCoMo conversation: real embedded Redis,
+real MiniLM.
+
+The reference sends the same FT.SEARCH commands from the client and ranks their replies with
+``retrieval._ranking.rank``; the engine's hits must match it exactly (ids, order, scores to
+the bit, score parts), in every mode and with every ranking option, including those the
+script does not rank itself (it then prefetches a guess and the engine reads the rest).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from memory_engine import EngineConfig, MemoryEngine, NewMemory, SearchMode
+from memory_engine.embeddings import SentenceTransformerEmbedder
+from memory_engine.exceptions import StoreError
+from memory_engine.retrieval._ranking import Ranked
+from memory_engine.retrieval._results import keyword_candidates, vector_candidates
+from memory_engine.retrieval._script import SEARCH, read_reply
+
+pytestmark = pytest.mark.integration
+
+LOCOMO = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "locomo_dev.json"
+USER = "conv-a"
+OTHER = "conv-b"
+QUESTIONS = 60
+
+
+def conversation(sample: dict[str, Any]) -> list[NewMemory]:
+    """A LoCoMo conversation as memories, the way ``benchmarks/locomo_recall.py`` writes it
+    (dates are left out: ranking here does not depend on them)."""
+    conv = sample["conversation"]
+    items = []
+    sessions = sorted(int(key.split("_")[1]) for key in conv
+                      if key.startswith("session_") and not key.endswith("date_time"))
+    for n in sessions:
+        for turn in conv.get(f"session_{n}") or []:
+            items.append(NewMemory(
+                text=turn["text"], name=turn["speaker"], session_id=f"session_{n}",
+                role="user" if turn["speaker"] == conv["speaker_a"] else "assistant",
+                metadata={"dia_id": turn["dia_id"]},
+            ))
+    return items
+
+
+@pytest.fixture(scope="module")
+def locomo(
+    redis_url: str, minilm: SentenceTransformerEmbedder, redis_client: redis.Redis,
+) -> Iterator[tuple[MemoryEngine, list[str]]]:
+    """One engine (recall flushing only when asked) holding the first LoCoMo conversation
+    for one user and part of the second for another, and the first one's questions."""
+    samples = json.loads(LOCOMO.read_text())
+    config = EngineConfig(redis_url=redis_url, index_name="tscript", key_prefix="tscript",
+                          access_flush_interval=3600.0)
+    with MemoryEngine(config, embedder=minilm) as engine:
+        engine.connect()
+        engine.add_many(USER, conversation(samples[0]))
+        engine.add_many(OTHER, conversation(samples[1])[:200])
+        questions = [q["question"] for q in samples[0]["qa"]][:QUESTIONS]
+        for question in questions[::3]:  # some recall history, for the decay options
+            engine.search(USER, question, k=5, now=2e9)
+        engine.flush()
+        yield engine, questions
+    redis_client.execute_command("FT.DROPINDEX", "tscript", "DD")
+    for key in redis_client.scan_iter(match="tscript:*"):
+        redis_client.delete(key)
+
+
+NOW = 2.1e9
+
+
+def reference(
+    engine: MemoryEngine, client: redis.Redis, query: str, **options: Any
+) -> list[Ranked]:
+    """The ranking the engine promises: its own FT.SEARCH commands, sent by the client, the
+    replies ranked by ``rank`` (with every candidate's recall entry when decay is on)."""
+    core = engine._core
+    plan = core.plan_search(USER, query, clock=NOW, now=NOW, **options)
+    vector = engine.embedder.embed_query(query) if core.needs_vector(plan) else None
+    replies = [client.execute_command(*c) for c in core.search_commands(plan, vector)]
+    owner = core.store_core.keys.memory(USER, "")
+    searched = plan.request.mode is not SearchMode.KEYWORD
+    vec = vector_candidates(replies.pop(), owner) if searched else []
+    kw = keyword_candidates(replies.pop(), owner) if replies else []
+    stats = None
+    if plan.options.decay_weight > 0:
+        ids = list(dict.fromkeys(c.id for c in (*kw, *vec)))
+        stats = dict(zip(ids, client.hmget(core.store_core.keys.recalls(USER), ids), strict=True))
+    return core.ranked(plan, kw, vec, stats)
+
+
+OPTIONS = [
+    {"mode": "hybrid", "k": 10},
+    {"mode": "hybrid", "k": 3},
+    {"mode": "vector", "k": 10},
+    {"mode": "keyword", "k": 10},
+    {"mode": "hybrid", "k": 10, "decay_weight": 0.5},
+    {"mode": "hybrid", "k": 10, "dedupe": True},
+    {"mode": "hybrid", "k": 10, "min_score": 0.3},
+    {"mode": "hybrid", "k": 10, "fusion": "linear"},
+    {"mode": "vector", "k": 10, "min_similarity": 0.3},
+    {"mode": "hybrid", "k": 10, "session_id": "session_3"},
+]
+
+
+def option_id(options: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in options.items())
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=option_id)
+def test_hits_match_the_python_ranking(
+    locomo: tuple[MemoryEngine, list[str]], redis_client: redis.Redis, options: dict[str, Any],
+) -> None:
+    engine, questions = locomo
+    compared = 0
+    for question in questions:
+        expected = reference(engine, redis_client, question, **options)
+        hits = engine.search(USER, question, now=NOW, **options)
+        assert [(h.memory.id, h.score, h.parts) for h in hits] == [
+            (r.id, r.score, r.parts) for r in expected], question
+        assert all(h.memory.user_id == USER for h in hits)
+        compared += bool(hits)
+    assert compared >= len(questions) // 2  # the comparison was not between empty lists
+
+
+def test_a_missed_guess_is_read_in_a_second_step(
+    locomo: tuple[MemoryEngine, list[str]], redis_client: redis.Redis,
+) -> None:
+    """With linear fusion or decay the script's guess (the RRF order, 2k deep) misses some
+    hits; the engine reads those and still returns the exact ranking, each memory whole."""
+    engine, questions = locomo
+    core = engine._core
+    missed = 0
+    for question, options in itertools.product(questions, (
+        {"mode": "hybrid", "k": 3, "fusion": "linear"},
+        {"mode": "hybrid", "k": 10, "decay_weight": 1.0},
+    )):
+        plan = core.plan_search(USER, question, clock=NOW, now=NOW, **options)
+        args = core.search_args(plan, engine.embedder.embed_query(question))
+        guessed = read_reply(redis_client.execute_command("EVAL", SEARCH, *args)).rows
+        expected = reference(engine, redis_client, question, **options)
+        missed += any(r.id not in guessed for r in expected)
+        hits = engine.search(USER, question, now=NOW, **options)
+        assert [h.memory.id for h in hits] == [r.id for r in expected]
+        assert all(h.memory.text and h.memory.user_id == USER for h in hits)
+    assert missed > 0
+
+
+def test_hits_carry_the_recall_counts(locomo: tuple[MemoryEngine, list[str]]) -> None:
+    engine, questions = locomo
+    engine.flush()  # what earlier tests recalled
+    hits = engine.search(USER, questions[0], k=5, now=NOW)
+    again = engine.search(USER, questions[0], k=5, now=NOW + 10)
+    assert [h.memory.access_count for h in again] == [h.memory.access_count for h in hits]
+    engine.flush()
+    after = engine.search(USER, questions[0], k=5, now=NOW + 20)
+    assert [h.memory.access_count for h in after] == [h.memory.access_count + 2 for h in hits]
+    assert all(h.memory.last_accessed == NOW + 10 for h in after)
+
+
+def test_the_script_refuses_another_users_keys(
+    locomo: tuple[MemoryEngine, list[str]], redis_client: redis.Redis,
+) -> None:
+    """Fail closed: if a search command ever returned a key outside the searched user's key
+    space, the script raises instead of ranking or reading it."""
+    engine, questions = locomo
+    core = engine._core
+    plan = core.plan_search(USER, questions[0], k=5, mode="keyword", clock=NOW, now=NOW)
+    args = core.search_args(plan, None)
+    assert args is not None
+    owner = core.store_core.keys.memory(USER, "")
+    # The owner prefix stands as the script's third argument; claim the other user's space
+    # while the FT.SEARCH still filters on USER: every key returned is now foreign.
+    assert args[2] == owner
+    args[2] = core.store_core.keys.memory(OTHER, "")
+    with pytest.raises(redis.ResponseError, match="isolation check failed"):
+        redis_client.execute_command("EVAL", SEARCH, *args)
+    with pytest.raises(StoreError, match="isolation check failed"):
+        engine._ready().search(args)
