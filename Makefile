@@ -5,12 +5,13 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint typecheck unit integration bench clean
+.PHONY: install demo test lint typecheck unit integration bench bench-test clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[embedded,dev,fast]'
 	touch $(STAMP)
+
+# The bench extra (the peers recall_latency.py times) on top; make test and CI stay without it.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[embedded,dev,fast,bench]'
+	touch $(BENCH_STAMP)
 
 install: $(STAMP)
 
@@ -34,13 +40,17 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
 integration: $(STAMP)
-	$(BIN)/python -m pytest tests/integration tests/contract -q
+	$(BIN)/python -m pytest tests/integration tests/contract -q -m "not bench_peers"
 
 test: lint typecheck
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not bench_peers"
 
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/recall_latency.py
+
+# The tests that need the bench extra (recall_latency.py --quick --peers).
+bench-test: $(BENCH_STAMP)
+	$(BIN)/python -m pytest -q -m bench_peers
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

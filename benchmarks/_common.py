@@ -318,8 +318,9 @@ def plot_latency_bars(
 def print_ratios(ratios: Mapping[str, float]) -> None:
     """A blank line, then one ``name  value x`` line per ratio."""
     print()
+    width = max([34, *(len(name) + 2 for name in ratios)])
     for name, value in ratios.items():
-        print(f"{name:<34}{value:>8.2f}x")
+        print(f"{name:<{width}}{value:>8.2f}x")
 
 
 def save_report(

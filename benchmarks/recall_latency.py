@@ -26,6 +26,15 @@ pairs, after a warmup, one client, ``time.perf_counter`` around every call:
   - the reference torch encoder alone. ``consistency.query_cosine_min_vs_torch`` is the least
   cosine between their vectors over the run's queries.
 
+* ``peer_langchain_redis``, ``peer_redisvl_history``, ``peer_mem0`` (``--peers``, on by
+  default when the ``bench`` extra is installed) - langchain-redis ``similarity_search``,
+  redisvl ``SemanticMessageHistory.get_relevant`` and mem0 ``Memory.search``, each for the
+  user, k hits, on the same Redis, the same memories and vectors and the same query list,
+  each embedding its query with the engine's own query encoder (the ``query_embedding``
+  row's); ``benchmarks/_peers.py`` says
+  exactly what each timed call includes. ``<hybrid|vector>_e2e_over_peer_<name>_p50`` are
+  the engine's end-to-end p50s over each peer's.
+
 Each gets p50 / p95 / p99 latency in ms and QPS (calls / wall time of the timed loop). The
 ratios of engine to raw p50 are the engine's overhead.
 
@@ -38,6 +47,7 @@ the real model's embedding of the query text, so raw and engine search the same 
 Run (from the repository root)::
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/recall_latency.py --quick
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/recall_latency.py --quick --no-peers
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/recall_latency.py            # 100k memories
     .venv/bin/python benchmarks/recall_latency.py --redis-url redis://localhost:6379/0
 
@@ -53,13 +63,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import datetime as dt
 import functools
 import itertools
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +106,7 @@ from _common import (
     server_versions,
     timed,
 )
+from _peers import INSTALL, UserMemories, Workload, measure_peers, missing_packages, peer_ratios
 
 FULL = {"memories": 100_000, "users": 1_000, "queries": 1_000, "warmup": 100}
 QUICK = {"memories": 3_000, "users": 30, "queries": 100, "warmup": 20}
@@ -488,16 +500,48 @@ def ratios(results: Sequence[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def peer_corpus(rng: np.random.Generator, corpus: Corpus) -> Iterator[UserMemories]:
+    """The memories :func:`ingest` writes (texts, roles, vectors), drawn again from a copy
+    of the generator as ``ingest`` received it; only ``created_at`` moves (a later ``now``)."""
+    rng = copy.deepcopy(rng)
+    now = time.time()
+    for index, user in enumerate(corpus.users):
+        items = user_memories(rng, corpus, index, now)
+        yield UserMemories(
+            user, [m.text for m in items], [str(m.role) for m in items],
+            np.array([m.created_at for m in items], dtype=np.float64),
+            np.stack([np.asarray(m.embedding, dtype=np.float32) for m in items]),
+        )
+
+
+def peers(
+    engine: MemoryEngine, url: str, corpus: Corpus, before_ingest: np.random.Generator,
+    queries: Sequence[tuple[str, str]], args: argparse.Namespace, encoder: Embedder,
+) -> tuple[list[Measurement], dict[str, Any]]:
+    """The ``peer_*`` rows (``benchmarks/_peers.py``), measured as the engine's rows are,
+    each peer embedding its queries with ``encoder`` (the engine's query encoder)."""
+    user, text = queries[0]
+    mine = next(m.texts for m in peer_corpus(before_ingest, corpus) if m.user == user)
+    if any(h.memory.text not in mine for h in engine.search(user, text, k=args.k)):
+        raise SystemExit("the peers' copy of the corpus differs from what the engine stored")
+    work = Workload(url, functools.partial(peer_corpus, before_ingest, corpus), queries,
+                    args.k, encoder, engine.embedder.dims)
+    return measure_peers(work, lambda name, calls: measure(name, calls, args.warmup))
+
+
 # --- Output ------------------------------------------------------------------------------
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
-    """Grouped bars of p50 and p99 per measurement, log scale."""
+    """Grouped bars of p50 and p99 per measurement (peers included), log scale."""
     params = report["params"]
+    rows = [r for r in report["results"] if r["clients"] == 1]
     plot_latency_bars(
-        [r for r in report["results"] if r["clients"] == 1], path,
+        rows, path,
         f"memory-engine recall latency: {params['memories']:,} memories, "
         f"{params['users']:,} users, k={params['k']}, 1 client",
+        # up to 14 names side by side
+        tick_labels=[r["name"].replace("embedding", "embed").replace("_", "\n") for r in rows],
     )
 
 
@@ -535,12 +579,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     })
     parser.add_argument("--k", type=int, default=10, help="hits per search (default 10)")
     add_common_arguments(parser, seed_of="data", quick_run="~3,000 memories, 30 users")
+    parser.add_argument("--peers", action=argparse.BooleanOptionalAction,
+                        help="also time langchain-redis, redisvl and mem0 (benchmarks/_peers.py); "
+                        "default: when the bench extra is installed")
     args = parser.parse_args(argv)
     apply_defaults(args, FULL, QUICK, "recall_latency")
     if args.users < 1 or args.memories < args.users:
         parser.error("need --users >= 1 and --memories >= --users")
     if args.queries < 1 or args.warmup < 0 or args.k < 1:
         parser.error("need --queries >= 1, --warmup >= 0 and --k >= 1")
+    missing = missing_packages()
+    if args.peers and missing:
+        raise SystemExit(f"--peers needs {', '.join(missing)}: {INSTALL}")
+    if args.peers is None:
+        args.peers = not missing
+        if missing:
+            print(f"peers skipped: {', '.join(missing)} not installed ({INSTALL})",
+                  file=sys.stderr)
     return args
 
 
@@ -564,6 +619,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         e2e.connect()
 
+        before_ingest = copy.deepcopy(rng)  # the peers get the same memories
         ingest_stats = ingest(engine, corpus, rng)
         indexed = int(info_value(client.execute_command("FT.INFO", config.index_name), "num_docs"))
         if indexed != corpus.size:
@@ -573,6 +629,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         measurements, check = run_measurements(engine, e2e, client, queries, args.k, args.warmup,
                                                torch_reference)
         concurrent_rows = concurrent(engine, queries, args.k, args.warmup)
+        peer_rows, peer_info = (
+            peers(engine, url, corpus, before_ingest, queries, args, engine.embedder.inner)
+            if args.peers else ([], {}))
         check["query_backend"] = engine.embedder.inner.query_backend
         check["query_cosine_min_vs_torch"] = query_agreement(
             engine.embedder.inner, torch_reference, [text for _, text in queries])
@@ -580,6 +639,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     results = [summary(m) for m in measurements]
     results += concurrent_rows
+    results += [summary(m) for m in peer_rows]
     cfg = engine.config
     return {
         **provenance("recall_latency", versions),
@@ -594,7 +654,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "ingest": {k: round(v, 3) for k, v in ingest_stats.items()},
         "results": results,
-        "ratios": ratios(results),
+        "ratios": ratios(results) | (peer_ratios(results) if args.peers else {}),
+        "peers": peer_info,
         "consistency": check,
         "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }

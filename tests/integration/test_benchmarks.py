@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import redis
 
 pytestmark = pytest.mark.integration
 
@@ -18,11 +20,12 @@ NAMES = {"raw_knn", "raw_bm25", "raw_hybrid", "raw_hybrid_all", "vector", "keywo
          "vector_e2e", "hybrid_e2e", "query_embedding", "query_embedding_torch"}
 
 
-def run_quick(script: Path, redis_url: str, out: Path) -> dict[str, Any]:
-    """Run a benchmark with ``--quick`` on the test Redis; its report, once the script has
-    exited 0 and written a non-empty PNG beside the JSON."""
+def run_quick(script: Path, redis_url: str, out: Path, *args: str) -> dict[str, Any]:
+    """Run a benchmark with ``--quick`` (and ``args``) on the test Redis; its report, once the
+    script has exited 0 and written a non-empty PNG beside the JSON."""
     proc = subprocess.run(
-        [sys.executable, str(script), "--quick", "--redis-url", redis_url, "--out", str(out)],
+        [sys.executable, str(script), "--quick", "--redis-url", redis_url, "--out", str(out),
+         *args],
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
         capture_output=True,
         text=True,
@@ -38,7 +41,7 @@ def run_quick(script: Path, redis_url: str, out: Path) -> dict[str, Any]:
 
 
 def test_recall_latency_quick(redis_url: str, tmp_path: Path) -> None:
-    report = run_quick(SCRIPT, redis_url, tmp_path / "r.json")
+    report = run_quick(SCRIPT, redis_url, tmp_path / "r.json", "--no-peers")
     assert report["benchmark"] == "recall_latency"
     assert report["params"]["quick"] is True
     results = {r["name"]: r for r in report["results"] if r["clients"] == 1}
@@ -67,6 +70,65 @@ def test_recall_latency_quick(redis_url: str, tmp_path: Path) -> None:
     assert report["consistency"]["query_backend"] == "onnx"
     assert report["consistency"]["query_cosine_min_vs_torch"] >= 0.99
     assert report["ratios"]["hybrid_e2e_over_query_embedding_plus_hybrid_p50"] > 0
+    assert report["peers"] == {}
+    assert not any("peer" in name for name in report["ratios"])
+
+
+PEERS = ("langchain_redis", "redisvl_history", "mem0")
+
+
+@pytest.mark.bench_peers  # needs the bench extra: `make bench-test`
+def test_recall_latency_quick_peers(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    # _peers.py fails the run unless every peer finds >= 1 of the user's memories for the
+    # first query, so a run that exits 0 had all three peers searching real data
+    report = run_quick(SCRIPT, redis_url, tmp_path / "peers.json", "--peers")
+    results = {r["name"]: r for r in report["results"] if r["clients"] == 1}
+    assert set(results) == NAMES | {f"peer_{p}" for p in PEERS}
+    for peer in PEERS:
+        r = results[f"peer_{peer}"]
+        assert r["calls"] == report["params"]["queries"], peer
+        assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"], (peer, r)
+        assert r["qps"] > 0, peer
+        for mine in ("hybrid_e2e", "vector_e2e"):
+            ratio = report["ratios"][f"{mine}_over_peer_{peer}_p50"]
+            assert ratio == round(results[mine]["p50_ms"] / r["p50_ms"], 3), (peer, mine)
+        assert report["peers"][peer]["version"], peer
+    # every peer dropped its index and documents
+    indexes = [i.decode() for i in redis_client.execute_command("FT._LIST")]
+    assert not [i for i in indexes if i.startswith("peer_")]
+    assert not list(redis_client.scan_iter(match="*peer_*", count=1000))
+
+
+def test_peer_checks_fail_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    from _peers import PeerCheckError, _check, _Vectors
+
+    with pytest.raises(PeerCheckError, match="no hit"):
+        _check("peer", "u1", [], {"a memory"})
+    with pytest.raises(PeerCheckError, match="not u1's"):
+        _check("peer", "u1", ["a memory", "someone else's"], {"a memory"})
+    _check("peer", "u1", ["a memory"], {"a memory", "another"})
+
+    class Fixed:  # an Embedder stand-in: the precomputed path must never reach it
+        dims, name = 2, "fixed"
+
+        def embed_query(self, text: str) -> Any:
+            raise AssertionError("the model ran during a precomputed ingest")
+
+    vectors = _Vectors(Fixed())  # type: ignore[arg-type]
+
+    def ingest(given: Any, texts: list[str]) -> list[list[float]]:
+        with vectors.precomputed(given):
+            return [vectors(t) for t in texts]
+
+    given = np.eye(2, dtype=np.float32)
+    assert ingest(given, ["x", "y"]) == given.tolist()
+    with pytest.raises(PeerCheckError, match="fewer"):
+        ingest(given, ["x"])
+    with pytest.raises(PeerCheckError, match="more"):
+        ingest(given[:1], ["x", "y"])
 
 
 CHAT_SCRIPT = SCRIPT.with_name("chat_history.py")

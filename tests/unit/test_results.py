@@ -87,7 +87,8 @@ def test_search_commands_return_only_what_ranking_reads() -> None:
     args = core.search_args(plan, np.full(8, 0.1, dtype=np.float32))
     assert args is not None
     # not ranked by the script (decay, de-duplication): 2k prefetched, every recall entry
-    assert args[3:6] == ["hybrid", 0, 10] and args[10] == 1
+    assert args[3:6] == ["hybrid", 0, 10]
+    assert args[10] == 1
 
 
 def test_hits_skip_memories_deleted_since_and_fail_closed_on_another_user() -> None:

@@ -49,7 +49,8 @@ def test_arguments_carry_the_ranking_options_and_both_commands() -> None:
         keyword=["FT.SEARCH"], vector=None,
     )
     # not exact: twice k prefetched, every candidate's recall entry asked for; no vector
-    assert keyword_only[4:6] == [0, 6] and keyword_only[10] == 1
+    assert keyword_only[4:6] == [0, 6]
+    assert keyword_only[10] == 1
     assert keyword_only[-3:] == [1, "FT.SEARCH", 0]
 
 
@@ -64,7 +65,9 @@ def test_an_exact_reply_is_the_final_ranking() -> None:
         ("m1", 0.5, ScoreParts(keyword=None, vector=0.5)),
     ]
     assert got.rows == {"m2": ([b"alice"], b"2|100.5"), "m1": ([b"alice"], None)}
-    assert got.keyword is None and got.vector is None and got.recalls is None
+    assert got.keyword is None
+    assert got.vector is None
+    assert got.recalls is None
 
 
 def test_a_prefetch_reply_carries_the_candidates_and_recalls() -> None:
@@ -73,7 +76,8 @@ def test_a_prefetch_reply_carries_the_candidates_and_recalls() -> None:
         [0], [1, b"p:mem:{alice}:m1", [b"vector_distance", b"0.5"]], [b"m1"], [b"1|2.0"],
     ]
     got = read_reply(reply)
-    assert got.vector == reply[7] and got.keyword == [0]
+    assert got.vector == reply[7]
+    assert got.keyword == [0]
     assert got.recalls == {"m1": b"1|2.0"}
 
 
