@@ -23,6 +23,8 @@ from .retrieval._queries import (
     DEDUPE_FIELDS,
     RANK_FIELDS,
     SearchRequest,
+    exact_vector_query,
+    filter_expression,
     keyword_command,
     vector_command,
 )
@@ -323,6 +325,9 @@ class EngineCore:
             owner_prefix=keys.memory(req.user_id, ""), recall_key=keys.recalls(req.user_id),
             mode=req.mode, options=plan.options, k=req.k, fields=MEMORY_FIELDS,
             keyword=commands[0] if commands else None, vector=vector_cmd,
+            exact_limit=self.config.exact_search_limit,
+            search_filter=str(filter_expression(req)),
+            exact_query=exact_vector_query(req, plan.candidates),
         )
 
     def read_search(

@@ -100,6 +100,13 @@ def vector_command(
     ]
 
 
+def exact_vector_query(req: SearchRequest, n: int) -> str:
+    """The query of :func:`vector_command` comparing the query vector with every memory the
+    filter matches (``HYBRID_POLICY ADHOC_BF``) instead of walking the HNSW graph."""
+    return (f"({filter_expression(req)})"
+            f"=>[KNN {n} @embedding $vec HYBRID_POLICY ADHOC_BF AS {DISTANCE}]")
+
+
 def keyword_command(
     index_name: str, req: SearchRequest, n: int | None = None,
     fields: Sequence[str] = RANK_FIELDS,

@@ -26,28 +26,42 @@ from ..models import ScoreParts, SearchMode
 from ._ranking import Candidate, Fusion, Ranked, RankingOptions
 
 # KEYS[1]: the user's recall hash. ARGV: the user's memory-key prefix, mode (hybrid | vector |
-# keyword), exact (1: rank and return only the top ``take``; 0: return the candidate replies
+# keyword), final (1: rank and return only the top ``take``; 0: return the candidate replies
 # too), take, rrf k, keyword weight, vector weight, context credit, all recalls (1: the recall
-# entries of every candidate, for decay), then #fields, fields..., then #args and the keyword
-# FT.SEARCH (0 when none), then #args and the vector FT.SEARCH (0 when none).
+# entries of every candidate, for decay), exact limit, the search filter, the exact vector
+# query, then #fields, fields..., then #args and the keyword FT.SEARCH (0 when none), then
+# #args and the vector FT.SEARCH (0 when none).
+#
+# Vector search: when the filter matches at most ``exact limit`` memories (counted first; 0
+# skips the count), the vector FT.SEARCH runs with the exact query (brute force over those
+# memories) in place of its own (the HNSW graph).
 #
 # Ranking mirrors ``rank``: keyword candidates scoring 0 are dropped; RRF sums w / (k + rank)
 # over the keyword list then the vector list and divides by the best possible sum; context
 # credit adds credit * score to the candidate each one follows, in candidate order, then
-# divides by 1 + credit; the sort is by score, ties in candidate order. Scores leave as %.17g
-# strings, which read back as the same doubles.
+# divides by 1 + credit; the order is by score, ties in candidate order. Scores leave as
+# %.17g strings, which read back as the same doubles.
 SEARCH = """
-local owner, mode, exact, take = ARGV[1], ARGV[2], ARGV[3] == '1', tonumber(ARGV[4])
+local owner, mode, final, take = ARGV[1], ARGV[2], ARGV[3] == '1', tonumber(ARGV[4])
 local rrf_k, w_kw, w_vec = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local credit, all_recalls = tonumber(ARGV[8]), ARGV[9] == '1'
-local nf = tonumber(ARGV[10])
-local i = 11 + nf
+local exact_limit = tonumber(ARGV[10])
+local nf = tonumber(ARGV[13])
+local i = 14 + nf
 local kw, vec = {0}, {0}
 local n = tonumber(ARGV[i])
 if n > 0 then kw = redis.call(unpack(ARGV, i + 1, i + n)) end
 i = i + n + 1
 n = tonumber(ARGV[i])
-if n > 0 then vec = redis.call(unpack(ARGV, i + 1, i + n)) end
+if n > 0 then
+  local command = {unpack(ARGV, i + 1, i + n)}
+  if exact_limit > 0 then
+    local matches = redis.call('FT.SEARCH', command[2], ARGV[11], 'NOCONTENT', 'LIMIT', 0, 0,
+                               'DIALECT', 2)[1]
+    if matches <= exact_limit then command[3] = ARGV[12] end
+  end
+  vec = redis.call(unpack(command))
+end
 
 local find, sub, hybrid = string.find, string.sub, mode == 'hybrid'
 local cut = #owner + 1
@@ -141,7 +155,7 @@ if m > 0 and take > 0 then
   end)
 end
 
-local fields = {unpack(ARGV, 11, 10 + nf)}
+local fields = {unpack(ARGV, 14, 13 + nf)}
 local scores, kws, vecs, rows = {}, {}, {}, {}
 for j = 1, #top do
   local id = top[j]
@@ -152,7 +166,7 @@ for j = 1, #top do
 end
 local recalls = {}
 if #top > 0 then recalls = redis.call('HMGET', KEYS[1], unpack(top)) end
-if exact then return {top, scores, kws, vecs, rows, recalls} end
+if final then return {top, scores, kws, vecs, rows, recalls} end
 local every = {}
 if all_recalls and m > 0 then every = redis.call('HMGET', KEYS[1], unpack(seq)) end
 return {top, scores, kws, vecs, rows, recalls, kw, vec, seq, every}
@@ -160,8 +174,8 @@ return {top, scores, kws, vecs, rows, recalls, kw, vec, seq, every}
 SEARCH_SHA = hashlib.sha1(SEARCH.encode()).hexdigest()
 
 
-def is_exact(mode: SearchMode, options: RankingOptions) -> bool:
-    """Whether the script ranks exactly as ``rank`` would for these options."""
+def script_ranks(mode: SearchMode, options: RankingOptions) -> bool:
+    """Whether the script ranks these options itself (exactly as ``rank`` would)."""
     return (
         options.decay_weight <= 0 and not options.dedupe and options.min_score is None
         and options.min_similarity is None
@@ -172,17 +186,20 @@ def is_exact(mode: SearchMode, options: RankingOptions) -> bool:
 def script_args(
     *, owner_prefix: str, recall_key: str, mode: SearchMode, options: RankingOptions, k: int,
     fields: Sequence[str], keyword: Sequence[object] | None, vector: Sequence[object] | None,
+    exact_limit: int = 0, search_filter: str = "", exact_query: str = "",
 ) -> list[object]:
     """The ``EVALSHA`` arguments (after the script hash) of one search.
 
-    ``k`` memories are read in full when the script ranks exactly; otherwise twice that, in
-    the script's order, as a prefetch for the Python ranking.
+    ``k`` memories are read in full when the script ranks; otherwise twice that, in the
+    script's order, as a prefetch for the Python ranking. ``exact_query`` replaces the
+    vector command's query when ``search_filter`` matches at most ``exact_limit`` memories.
     """
-    exact = is_exact(mode, options)
+    final = script_ranks(mode, options)
     return [
-        1, recall_key, owner_prefix, mode.value, int(exact), k if exact else 2 * k,
+        1, recall_key, owner_prefix, mode.value, int(final), k if final else 2 * k,
         options.rrf_k, repr(options.keyword_weight), repr(options.vector_weight),
         repr(options.context_credit), int(options.decay_weight > 0),
+        exact_limit if vector else 0, search_filter, exact_query,
         len(fields), *fields,
         len(keyword or ()), *(keyword or ()),
         len(vector or ()), *(vector or ()),
@@ -194,10 +211,10 @@ class ScriptReply:
     """The script's reply, read.
 
     Attributes:
-        ranked: Exact mode: the final ranking. Otherwise: the script's guess, in its order.
+        ranked: The final ranking when the script ranks; otherwise its guess, in its order.
         rows: HMGET rows of the memories in ``ranked`` (in ``MEMORY_FIELDS`` order), and
             their recall entries, by memory id.
-        keyword, vector: The raw FT.SEARCH replies (None in exact mode, where they are not
+        keyword, vector: The raw FT.SEARCH replies (None when the script ranks: they are not
             sent back).
         recalls: Decay on: the recall entry of every candidate, by memory id.
     """
@@ -240,4 +257,4 @@ def read_reply(reply: Sequence[Any]) -> ScriptReply:
         raise StoreError(f"the search script returned an unreadable reply: {exc}") from exc
 
 
-__all__ = ["SEARCH", "SEARCH_SHA", "ScriptReply", "is_exact", "read_reply", "script_args"]
+__all__ = ["SEARCH", "SEARCH_SHA", "ScriptReply", "read_reply", "script_args", "script_ranks"]

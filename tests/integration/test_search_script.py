@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import redis
 
@@ -185,3 +186,39 @@ def test_the_script_refuses_another_users_keys(
         redis_client.execute_command("EVAL", SEARCH, *args)
     with pytest.raises(StoreError, match="isolation check failed"):
         engine._ready().search(args)
+
+
+def test_vector_search_is_exact_up_to_the_limit(
+    redis_url: str, minilm: SentenceTransformerEmbedder, redis_client: redis.Redis,
+) -> None:
+    """A deliberately poor HNSW graph (M=2, EF_CONSTRUCTION=1) over 12,000 random vectors of
+    one user: under ``exact_search_limit`` every vector search returns the true 10 nearest
+    memories (checked with numpy); with the limit at 0 the graph answers and misses some."""
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(12_000, minilm.dims)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = [f"question number {i} about topic {i * 7 % 13}" for i in range(20)]
+    base = EngineConfig(redis_url=redis_url, index_name="tpoor", key_prefix="tpoor",
+                        hnsw_m=2, hnsw_ef_construction=1, record_access=False)
+    recalls = {}
+    try:
+        with MemoryEngine(base, embedder=minilm) as writer:
+            writer.connect()
+            ids = np.array([m.id for m in writer.add_many("u", [
+                NewMemory(text=f"memory {i}", embedding=v) for i, v in enumerate(vectors)])])
+            writer.add_many("v", [NewMemory(text="another user's memory", embedding=vectors[0])])
+        for limit in (20_000, 0):
+            with MemoryEngine(base.with_(exact_search_limit=limit), embedder=minilm) as engine:
+                engine.connect()
+                found = []
+                for query in queries:
+                    q = minilm.embed_query(query)
+                    truth = set(ids[np.argsort(-(vectors @ q), kind="stable")[:10]])
+                    hits = engine.search("u", query, k=10, mode="vector")
+                    found.append(len(truth & {h.memory.id for h in hits}) / 10)
+                recalls[limit] = float(np.mean(found))
+    finally:
+        redis_client.execute_command("FT.DROPINDEX", "tpoor", "DD")
+        redis_client.delete("tpoor:meta")
+    assert recalls[20_000] == 1.0
+    assert recalls[0] < 0.9, recalls

@@ -9,12 +9,12 @@ import pytest
 from memory_engine.exceptions import StoreError
 from memory_engine.models import ScoreParts, SearchMode
 from memory_engine.retrieval._ranking import Fusion, RankingOptions
-from memory_engine.retrieval._script import is_exact, read_reply, script_args
+from memory_engine.retrieval._script import read_reply, script_args, script_ranks
 
 DEFAULT = RankingOptions(context_credit=0.5)
 
 
-@pytest.mark.parametrize(("mode", "options", "exact"), [
+@pytest.mark.parametrize(("mode", "options", "ranks"), [
     (SearchMode.HYBRID, DEFAULT, True),
     (SearchMode.VECTOR, DEFAULT, True),
     (SearchMode.KEYWORD, DEFAULT, True),
@@ -26,9 +26,9 @@ DEFAULT = RankingOptions(context_credit=0.5)
     (SearchMode.VECTOR, RankingOptions(min_similarity=0.1), False),
 ])
 def test_the_script_ranks_only_what_it_mirrors(
-    mode: SearchMode, options: RankingOptions, exact: bool
+    mode: SearchMode, options: RankingOptions, ranks: bool
 ) -> None:
-    assert is_exact(mode, options) is exact
+    assert script_ranks(mode, options) is ranks
 
 
 def test_arguments_carry_the_ranking_options_and_both_commands() -> None:
@@ -37,20 +37,23 @@ def test_arguments_carry_the_ranking_options_and_both_commands() -> None:
         options=RankingOptions(rrf_k=30, keyword_weight=1.5, vector_weight=0.25,
                                context_credit=0.5),
         k=7, fields=("text", "name"), keyword=["FT.SEARCH", "ix", "kw"],
-        vector=["FT.SEARCH", "ix", "vec", "PARAMS"],
+        vector=["FT.SEARCH", "ix", "vec", "PARAMS"], exact_limit=500,
+        search_filter="@user_id:{alice}", exact_query="exact",
     )
     assert args == [
         1, "p:acc:{alice}", "p:mem:{alice}:", "hybrid", 1, 7, 30, "1.5", "0.25", "0.5", 0,
+        500, "@user_id:{alice}", "exact",
         2, "text", "name", 3, "FT.SEARCH", "ix", "kw", 4, "FT.SEARCH", "ix", "vec", "PARAMS",
     ]
     keyword_only = script_args(
         owner_prefix="o", recall_key="r", mode=SearchMode.KEYWORD,
         options=RankingOptions(decay_weight=0.5), k=3, fields=("text",),
-        keyword=["FT.SEARCH"], vector=None,
+        keyword=["FT.SEARCH"], vector=None, exact_limit=500,
     )
-    # not exact: twice k prefetched, every candidate's recall entry asked for; no vector
+    # not ranked by the script: twice k prefetched, every candidate's recall entry asked
+    # for; no vector search, so nothing to count for it
     assert keyword_only[4:6] == [0, 6]
-    assert keyword_only[10] == 1
+    assert keyword_only[10:12] == [1, 0]
     assert keyword_only[-3:] == [1, "FT.SEARCH", 0]
 
 
