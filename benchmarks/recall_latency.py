@@ -106,7 +106,15 @@ from _common import (
     server_versions,
     timed,
 )
-from _peers import INSTALL, UserMemories, Workload, measure_peers, missing_packages, peer_ratios
+from _peers import (
+    INSTALL,
+    QueryCache,
+    UserMemories,
+    Workload,
+    measure_peers,
+    missing_packages,
+    peer_ratios,
+)
 
 FULL = {"memories": 100_000, "users": 1_000, "queries": 1_000, "warmup": 100}
 QUICK = {"memories": 3_000, "users": 30, "queries": 100, "warmup": 20}
@@ -525,7 +533,7 @@ def peers(
     if any(h.memory.text not in mine for h in engine.search(user, text, k=args.k)):
         raise SystemExit("the peers' copy of the corpus differs from what the engine stored")
     work = Workload(url, functools.partial(peer_corpus, before_ingest, corpus), queries,
-                    args.k, encoder, engine.embedder.dims)
+                    args.k, QueryCache(encoder), engine.embedder.dims)
     return measure_peers(work, lambda name, calls: measure(name, calls, args.warmup))
 
 
