@@ -24,7 +24,7 @@ from .retrieval._queries import (
     RANK_FIELDS,
     SearchRequest,
     exact_vector_query,
-    filter_expression,
+    filter_text,
     keyword_command,
     vector_command,
 )
@@ -326,7 +326,7 @@ class EngineCore:
             mode=req.mode, options=plan.options, k=req.k, fields=MEMORY_FIELDS,
             keyword=commands[0] if commands else None, vector=vector_cmd,
             exact_limit=self.config.exact_search_limit,
-            search_filter=str(filter_expression(req)),
+            search_filter=filter_text(req),
             exact_query=exact_vector_query(req, plan.candidates),
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,6 +68,12 @@ def filter_expression(req: SearchRequest) -> FilterExpression:
     return expr
 
 
+@functools.lru_cache(maxsize=256)
+def filter_text(req: SearchRequest) -> str:
+    """:func:`filter_expression` as query text; one search's commands share it (cached)."""
+    return str(filter_expression(req))
+
+
 def query_terms(text: str) -> list[str]:
     """Lower-cased, de-duplicated, escaped words of the query: stopwords removed, question
     words too unless they are all there is (at most MAX_QUERY_TERMS)."""
@@ -92,7 +99,7 @@ def vector_command(
     n = n or req.k
     knn = f"=>[KNN {n} @embedding $vec EF_RUNTIME {max(ef_runtime, n)} AS {DISTANCE}]"
     return [
-        "FT.SEARCH", index_name, f"({filter_expression(req)}){knn}",
+        "FT.SEARCH", index_name, f"({filter_text(req)}){knn}",
         "PARAMS", 2, "vec", np.asarray(vector, dtype=np.float32).tobytes(),
         "SORTBY", DISTANCE, "ASC",
         "RETURN", len(fields) + 1, *fields, DISTANCE,
@@ -103,7 +110,7 @@ def vector_command(
 def exact_vector_query(req: SearchRequest, n: int) -> str:
     """The query of :func:`vector_command` comparing the query vector with every memory the
     filter matches (``HYBRID_POLICY ADHOC_BF``) instead of walking the HNSW graph."""
-    return (f"({filter_expression(req)})"
+    return (f"({filter_text(req)})"
             f"=>[KNN {n} @embedding $vec HYBRID_POLICY ADHOC_BF AS {DISTANCE}]")
 
 
@@ -121,7 +128,7 @@ def keyword_command(
         return None
     words = "|".join(terms)
     return [
-        "FT.SEARCH", index_name, f"({filter_expression(req)}) @text|name|context:({words})",
+        "FT.SEARCH", index_name, f"({filter_text(req)}) @text|name|context:({words})",
         # Classic BM25, not BM25STD: in RediSearch 2.10 BM25STD's corpus statistics go wrong
         # once documents are deleted or re-indexed (LoCoMo keyword recall@10: 58.9 -> 20.5
         # after rewriting half the documents); BM25 stays put (59.8 -> 59.2).

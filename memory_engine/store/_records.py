@@ -156,7 +156,9 @@ def from_values(memory_id: str, values: Sequence[Any], stat: bytes | str | None)
     copies."""
     if all(v is None for v in values):
         return None
-    return _memory(memory_id, [_decoded(v) for v in values], stat)
+    return _memory(memory_id, [
+        v.decode() if type(v) is bytes else ("" if v is None else str(v)) for v in values
+    ], stat)
 
 
 def recall_stat(stat: bytes | str | None) -> tuple[int, float] | None:
@@ -195,10 +197,10 @@ def _memory(memory_id: str, values: Sequence[str], stat: bytes | str | None) -> 
         span = summary_of.get("span")
         return Memory(
             id=memory_id,
-            user_id=unquote(user_id),
+            user_id=unquote(user_id) if "%" in user_id else user_id,
             text=text,
             kind=_KINDS[kind],
-            session_id=unquote(session) if session else None,
+            session_id=(unquote(session) if "%" in session else session) if session else None,
             role=_ROLES[role] if role else None,
             name=name or None,
             created_at=float(created_at),
