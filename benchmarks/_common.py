@@ -51,8 +51,11 @@ def open_redis(stack: contextlib.ExitStack, redis_url: str | None) -> tuple[str,
 
 def drop_index(client: redis.Redis, config: EngineConfig) -> None:
     """Drop the benchmark's index with its documents, and the engine's metadata key."""
-    with contextlib.suppress(redis.ResponseError):  # never created: nothing to drop
-        client.execute_command("FT.DROPINDEX", config.index_name, "DD")
+    # Dropping a million documents blocks Redis for longer than redis-py's default 5 s read
+    # timeout: a client of its own, with a long one.
+    kwargs = {**client.connection_pool.connection_kwargs, "socket_timeout": 600.0}
+    with redis.Redis(**kwargs) as slow, contextlib.suppress(redis.ResponseError):
+        slow.execute_command("FT.DROPINDEX", config.index_name, "DD")  # never created: no-op
     client.delete(f"{config.key_prefix}:meta")
 
 
