@@ -53,8 +53,10 @@ def drop_index(client: redis.Redis, config: EngineConfig) -> None:
     """Drop the benchmark's index with its documents, and the engine's metadata key."""
     # Dropping a million documents blocks Redis for longer than redis-py's default 5 s read
     # timeout: a client of its own, with a long one.
-    kwargs = {**client.connection_pool.connection_kwargs, "socket_timeout": 600.0}
-    with redis.Redis(**kwargs) as slow, contextlib.suppress(redis.ResponseError):
+    pool = client.connection_pool
+    slow_pool = redis.ConnectionPool(connection_class=pool.connection_class,
+                                     **{**pool.connection_kwargs, "socket_timeout": 600.0})
+    with redis.Redis(connection_pool=slow_pool) as slow, contextlib.suppress(redis.ResponseError):
         slow.execute_command("FT.DROPINDEX", config.index_name, "DD")  # never created: no-op
     client.delete(f"{config.key_prefix}:meta")
 
