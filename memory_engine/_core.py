@@ -342,7 +342,8 @@ class EngineCore:
             keyword = keyword_candidates(got.keyword, owner) if got.keyword else []
             vector = vector_candidates(got.vector, owner) if got.vector else []
             ranked = self.ranked(plan, keyword, vector, got.recalls)
-        loaded = {i: from_values(i, row, stat) for i, (row, stat) in got.rows.items()}
+        rows = got.rows  # only the hits are built (a prefetch may hold more)
+        loaded = {r.id: from_values(r.id, *rows[r.id]) for r in ranked if r.id in rows}
         return ranked, loaded
 
     @staticmethod
