@@ -28,8 +28,17 @@ def _str(value: object) -> str:
     return value
 
 
+def _unicode_problem(value: str) -> str | None:
+    """Why ``value`` is not storable text (a lone surrogate has no UTF-8 form), or None."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"is not valid Unicode: a lone surrogate at position {exc.start}"
+    return None
+
+
 def user_id(value: object) -> str:
-    """A user id: a non-blank string of at most 256 characters."""
+    """A user id: a non-blank string of at most 256 characters, valid Unicode."""
     if not isinstance(value, str):
         raise InvalidUserIdError(f"user_id must be a string; got {type(value).__name__}")
     if not value.strip():
@@ -38,6 +47,8 @@ def user_id(value: object) -> str:
         raise InvalidUserIdError(
             f"user_id has {len(value)} characters; the maximum is {MAX_ID_CHARS}"
         )
+    if problem := _unicode_problem(value):
+        raise InvalidUserIdError(f"user_id {problem}")
     return value
 
 
@@ -45,10 +56,11 @@ def session_id(value: object) -> str | None:
     """A session id, or None: a non-blank string of at most 256 characters."""
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_ID_CHARS:
+    if (not isinstance(value, str) or not value.strip() or len(value) > MAX_ID_CHARS
+            or _unicode_problem(value)):
         raise InvalidArgumentError(
-            f"session_id must be None or a non-blank string of at most {MAX_ID_CHARS} characters;"
-            f" got {value!r:.80}"
+            f"session_id must be None or a non-blank string of valid Unicode, at most "
+            f"{MAX_ID_CHARS} characters; got {value!r:.80}"
         )
     return value
 
@@ -66,6 +78,8 @@ def text(value: object, max_chars: int, what: str = "text") -> str:
         )
     if "\x00" in value:
         raise InvalidTextError(f"{what} contains a NUL character")
+    if problem := _unicode_problem(value):
+        raise InvalidTextError(f"{what} {problem}")
     return value
 
 

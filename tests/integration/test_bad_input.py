@@ -31,6 +31,12 @@ CASES: list[tuple[str, Call, type[MemoryEngineError]]] = [
     ("empty text", lambda e: e.add("alice", ""), InvalidTextError),
     ("blank text", lambda e: e.add("alice", " \n\t "), InvalidTextError),
     ("NUL in text", lambda e: e.add("alice", "a\x00b"), InvalidTextError),
+    # A lone surrogate has no UTF-8 form: the tokenizer and Redis would fail on it later.
+    ("surrogate in text", lambda e: e.add("alice", "ok \ud800"), InvalidTextError),
+    ("surrogate in query", lambda e: e.search("alice", "\udfff?"), InvalidTextError),
+    ("surrogate in user", lambda e: e.add("al\ud800ice", GOOD), InvalidUserIdError),
+    ("surrogate in session", lambda e: e.add("alice", GOOD, session_id="s\ud800"),
+     InvalidArgumentError),
     ("text over max", lambda e: e.add("alice", "x" * (e.config.max_text_chars + 1)),
      InvalidTextError),
     ("wrong dims", lambda e: e.add("alice", GOOD, embedding=np.ones(383)), EmbeddingDimensionError),
