@@ -263,7 +263,13 @@ class MemoryChatMessageHistory(BaseChatMessageHistory):
             if not isinstance(message, BaseMessage):
                 raise InvalidArgumentError(
                     f"message {i} is a {type(message).__name__}, not a LangChain BaseMessage")
-            out.append(json.dumps(message_to_dict(message), ensure_ascii=False))
+            text = json.dumps(message_to_dict(message), ensure_ascii=False)
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidArgumentError(
+                    f"message {i} is not valid Unicode (it holds a lone surrogate)") from None
+            out.append(text)
         return out
 
     @staticmethod

@@ -184,6 +184,8 @@ def test_bad_messages_raise_before_anything_is_written(
         history.add_messages([HumanMessage("fine"), "not a message"])  # type: ignore[list-item]
     with pytest.raises(InvalidArgumentError):
         history.add_messages(HumanMessage("not a list"))  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="not valid Unicode"):
+        history.add_messages([HumanMessage("fine"), AIMessage("half a pair \ud83d")])
     assert [m.content for m in history.messages] == ["kept"]
 
 
