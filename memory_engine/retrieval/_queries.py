@@ -12,7 +12,7 @@ from redisvl.query.filter import FilterExpression, Num, Tag
 from redisvl.utils.token_escaper import TokenEscaper
 
 from ..models import Kind, SearchMode, Vector
-from ..store._records import encode_tag
+from ..store._records import tag_clause
 
 _ESCAPER = TokenEscaper()
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -56,9 +56,9 @@ class SearchRequest:
 
 def filter_expression(req: SearchRequest) -> FilterExpression:
     """The user filter (always) plus the optional session, kind and time bounds."""
-    expr = Tag("user_id") == encode_tag(req.user_id)
+    expr = tag_clause("user_id", req.user_id)
     if req.session_id is not None:
-        expr = expr & (Tag("session_id") == encode_tag(req.session_id))
+        expr = expr & tag_clause("session_id", req.session_id)
     if req.kinds:
         expr = expr & (Tag("kind") == [k.value for k in req.kinds])
     if req.since is not None:

@@ -11,11 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redisvl.query.filter import Tag
-
 from ..exceptions import SchemaMismatchError
 from ..models import Memory, Vector
-from ._records import MEMORY_FIELDS, KeySpace, encode_tag, from_values, to_hash
+from ._records import MEMORY_FIELDS, KeySpace, encode_tag, from_values, tag_clause, to_hash
 from ._schema import SCHEMA_VERSION, build_schema, check_compatible, schema_dict
 
 # HSET only if the key exists, in one atomic step: an update racing a delete must not
@@ -161,7 +159,7 @@ class StoreCore:
         ]
 
     def user_query(self, user_id: str) -> str:
-        return str(Tag("user_id") == encode_tag(user_id))
+        return str(tag_clause("user_id", user_id))
 
     def count_command(self, user_id: str) -> list[object]:
         return ["FT.SEARCH", self.index_name, self.user_query(user_id),

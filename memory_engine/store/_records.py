@@ -11,11 +11,14 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import numpy as np
+from redisvl.query.filter import FilterExpression
+from redisvl.utils.token_escaper import TokenEscaper
 
 from ..exceptions import StoreError
 from ..models import Kind, Memory, Role, Vector
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
+_ESCAPER = TokenEscaper()
 
 # Fields read back for a Memory (everything but the vector).
 MEMORY_FIELDS = (
@@ -33,6 +36,18 @@ def encode_tag(value: str) -> str:
     Combined with a case-sensitive TAG field, two different ids never share a tag.
     """
     return quote(value, safe="")
+
+
+def tag_clause(field: str, value: str) -> FilterExpression:
+    """``@field:{...}`` matching exactly the documents whose ``field`` holds
+    ``encode_tag(value)``.
+
+    redisvl's ``Tag`` escaping leaves ``_`` alone, and a tag of one underscore (``{_}``) is
+    a syntax error in RediSearch 2.10; ``\\_`` is valid anywhere and matches the same tag,
+    so every underscore is escaped.
+    """
+    escaped = _ESCAPER.escape(encode_tag(value)).replace("_", "\\_")
+    return FilterExpression(f"@{field}:{{{escaped}}}")
 
 
 def decode_tag(value: str) -> str:

@@ -10,7 +10,8 @@ from memory_engine import MemoryEngine
 
 ADVERSARIAL_USERS = [
     "a}|@user_id:{b", "*", "-", "'", '"', "\\", "a,b", "a", "A", " a", "a ", "@user_id:{*}",
-    "ü", "😀", "a b", "(x|y)", "-a", "%2A", "a%7D", "user:1", "{a}", "..", "$vec",
+    "ü", "😀", "a b", "(x|y)", "-a", "%2A", "a%7D", "user:1", "{a}", "..", "$vec", "_", "__",
+    "_a", "a_", "-_",
 ]
 # NUL and lone surrogates (no UTF-8 form) are what the engine refuses in text and ids
 # (tested in test_bad_input).
@@ -72,3 +73,20 @@ def test_underscore_queries_search_without_error(engine: MemoryEngine, query: st
         assert [h.memory.text for h in hits] == ["the __init__ method of a snake_case_word class"]
     else:
         assert hits == []
+
+
+@pytest.mark.parametrize("name", ["_", "__", "_a", "a_b", "-_", "%5F"])
+def test_underscore_ids_add_search_count_and_forget(engine: MemoryEngine, name: str) -> None:
+    # "{_}" is a RediSearch syntax error: a user or session called "_" once failed forget_user.
+    others = {"a_b", "_a"} - {name}
+    for other in others:
+        engine.add(other, "the lighthouse keeper's log", session_id=other)
+    engine.add(name, "the lighthouse keeper's log", session_id=name)
+    engine.add(name, "a second entry", session_id="elsewhere")
+    for mode in ("vector", "keyword", "hybrid"):
+        hits = engine.search(name, "lighthouse keeper", mode=mode, session_id=name)
+        assert [(h.memory.user_id, h.memory.session_id) for h in hits] == [(name, name)], mode
+    assert engine.count(name) == 2
+    assert engine.forget_user(name) == 2
+    assert engine.count(name) == 0
+    assert all(engine.count(other) == 1 for other in others)

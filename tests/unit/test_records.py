@@ -12,6 +12,7 @@ from memory_engine.store._records import (
     from_hash,
     is_memory_id,
     new_id,
+    tag_clause,
     to_hash,
 )
 
@@ -25,6 +26,17 @@ def test_encode_tag_is_safe_and_injective(a: str, b: str) -> None:
     assert SAFE.match(eb)
     assert decode_tag(ea) == a
     assert (ea == eb) == (a == b)
+
+
+@given(st.text(min_size=1, max_size=64))
+def test_tag_clause_escapes_every_character_outside_alphanumerics(value: str) -> None:
+    # Underscores included: "@user_id:{_}" is a RediSearch syntax error, "{\\_}" is not.
+    clause = str(tag_clause("user_id", value))
+    assert clause.startswith("@user_id:{")
+    assert clause.endswith("}")
+    body = clause[len("@user_id:{"):-1]
+    assert re.fullmatch(r"(?:[A-Za-z0-9]|\\[_.~%-])*", body), body
+    assert re.sub(r"\\(.)", r"\1", body) == encode_tag(value)
 
 
 def test_case_and_whitespace_stay_distinct() -> None:
