@@ -123,6 +123,7 @@ class AsyncMemoryEngine(EngineBase):
         store = await self._ready()
         prepared: PreparedWrite = self._core.prepare_write(user_id, items, time.time())
         uid = prepared.memories[0].user_id
+        await store.unlock(uid, create=True)
         prepared = self._core.with_context(prepared, await store.tails(uid, prepared.sessions))
         vectors = await asyncio.to_thread(self._embed_all, prepared.texts, progress)
         await store.put_many(self._core.records(prepared, vectors), prepared.tails)
@@ -131,7 +132,9 @@ class AsyncMemoryEngine(EngineBase):
     async def get(self, user_id: str, memory_id: str) -> Memory:
         """See ``MemoryEngine.get``."""
         uid, mid = check.user_id(user_id), check.memory_id(memory_id)
-        memory = await (await self._ready()).get(uid, mid)
+        store = await self._ready()
+        await store.unlock(uid, create=False)
+        memory = await store.get(uid, mid)
         if memory is None:
             raise MemoryNotFoundError(uid, mid)
         return memory
@@ -164,12 +167,16 @@ class AsyncMemoryEngine(EngineBase):
     ) -> int:
         """See ``MemoryEngine.history_append``."""
         keys, texts, ttl = self._core.history_write(user_id, session_id, messages, ttl)
-        return await (await self._ready()).history_append(keys, texts, ttl)
+        store = await self._ready()
+        await store.unlock(keys.user_id, create=True)
+        return await store.history_append(keys, self._core.seal_history(keys, texts), ttl)
 
     async def history_read(self, user_id: str, session_id: str) -> list[tuple[int, str]]:
         """See ``MemoryEngine.history_read``."""
         keys = self._core.history_keys(user_id, session_id)
-        return await (await self._ready()).history_read(keys)
+        store = await self._ready()
+        await store.unlock(keys.user_id, create=False)
+        return self._core.open_history(keys, await store.history_read(keys))
 
     async def history_clear(self, user_id: str, session_id: str) -> int:
         """See ``MemoryEngine.history_clear``."""
@@ -206,6 +213,7 @@ class AsyncMemoryEngine(EngineBase):
             fusion=fusion,
         )
         store = await self._ready()
+        await store.unlock(plan.request.user_id, create=False)
         vector = None
         if self._core.needs_vector(plan):
             vector = self.embedder.peek(plan.request.query)
@@ -257,6 +265,7 @@ class AsyncMemoryEngine(EngineBase):
             _maintain.list_users(store.core))
         with progress_bar(len(users), progress) as bar:
             for user in users:
+                await store.unlock(user, create=False)
                 report.users.append(await self._drive(_maintain.maintain_user(
                     store.core, user, now=when, policy=chosen, dry_run=report.dry_run,
                     summarizer=self.summarizer.name, clock=time.time)))
@@ -266,13 +275,16 @@ class AsyncMemoryEngine(EngineBase):
     async def undo(self, user_id: str, change_id: str) -> UndoResult:
         """See ``MemoryEngine.undo``."""
         uid, change = check.user_id(user_id), check.memory_id(change_id, "change id")
-        return await self._drive(_maintain.undo((await self._ready()).core, uid, change,
-                                                time.time()))
+        store = await self._ready()
+        await store.unlock(uid, create=False)
+        return await self._drive(_maintain.undo(store.core, uid, change, time.time()))
 
     async def audit_trail(self, user_id: str, *, limit: int = 100) -> list[AuditEntry]:
         """See ``MemoryEngine.audit_trail``."""
         uid, n = check.user_id(user_id), check.k(limit, 100_000, "limit")
-        return await self._drive(_maintain.audit_trail((await self._ready()).core, uid, n))
+        store = await self._ready()
+        await store.unlock(uid, create=False)
+        return await self._drive(_maintain.audit_trail(store.core, uid, n))
 
     async def start_maintainer(
         self, interval: float = 3600.0, *, policy: LifecyclePolicy | None = None

@@ -21,6 +21,8 @@ from .models import Memory, NewMemory, SearchHit, SearchMode, Vector
 from .retrieval._queries import (
     DECAY_FIELDS,
     DEDUPE_FIELDS,
+    MAX_QUERY_TERMS,
+    QUESTION_WORDS,
     RANK_FIELDS,
     SearchRequest,
     exact_vector_query,
@@ -31,7 +33,9 @@ from .retrieval._queries import (
 from .retrieval._ranking import Candidate, Fusion, Ranked, RankingOptions, rank, with_overrides
 from .retrieval._results import keyword_candidates, vector_candidates, with_recall_stats
 from .retrieval._script import read_reply, script_args
+from .security import load_key_chain
 from .store import StoreCore, StoreSettings, new_id
+from .store._crypto import Sealer
 from .store._history import HistoryKeys
 from .store._records import MEMORY_FIELDS, from_values
 
@@ -69,6 +73,8 @@ class EngineCore:
         self.embedder = embedder
         self._store_core: StoreCore | None = None
         self._ranking = self._ranking_options(config)  # config is frozen: built once
+        chain = load_key_chain(config)  # a key provider is called here, once
+        self.sealer = None if chain is None else Sealer(chain, config.key_prefix)
 
     @property
     def store_core(self) -> StoreCore:
@@ -80,7 +86,7 @@ class EngineCore:
                 embedder_name=self.embedder.name, hnsw_m=cfg.hnsw_m,
                 hnsw_ef_construction=cfg.hnsw_ef_construction,
                 hnsw_ef_runtime=cfg.hnsw_ef_runtime, write_batch_size=cfg.write_batch_size,
-            ))
+            ), self.sealer)
         return self._store_core
 
     def prepare_write(
@@ -202,6 +208,20 @@ class EngineCore:
             raise InvalidArgumentError("history_append needs at least one message")
         return keys, texts, check.ttl(ttl)
 
+    def seal_history(self, keys: HistoryKeys, texts: list[str]) -> list[str]:
+        """Chat messages as stored: encrypted, bound to their session, when encryption is on."""
+        if self.sealer is None:
+            return texts
+        return [self.sealer.seal_text(keys.user_id, keys.index, "history", t) for t in texts]
+
+    def open_history(
+        self, keys: HistoryKeys, rows: list[tuple[int, str]]
+    ) -> list[tuple[int, str]]:
+        if self.sealer is None:
+            return rows
+        return [(seq, self.sealer.open_text(keys.user_id, keys.index, "history", text))
+                for seq, text in rows]
+
     @staticmethod
     def update_embed_text(updated: Memory, before: Sequence[Memory]) -> str:
         """What a rewritten memory is embedded as: the turns before it (oldest first, as
@@ -302,7 +322,11 @@ class EngineCore:
         fields = self._candidate_fields(plan)
         commands = []
         if req.mode is not SearchMode.VECTOR:
-            keyword = keyword_command(name, req, n, fields)
+            blind = None
+            if self.sealer is not None:
+                blind = self.sealer.query_digests(req.user_id, req.query, QUESTION_WORDS)
+                blind = blind[:MAX_QUERY_TERMS]
+            keyword = keyword_command(name, req, n, fields, blind=blind)
             if keyword is not None:
                 commands.append(keyword)
         if req.mode is not SearchMode.KEYWORD:
@@ -343,7 +367,8 @@ class EngineCore:
             vector = vector_candidates(got.vector, owner) if got.vector else []
             ranked = self.ranked(plan, keyword, vector, got.recalls)
         rows = got.rows  # only the hits are built (a prefetch may hold more)
-        loaded = {r.id: from_values(r.id, *rows[r.id]) for r in ranked if r.id in rows}
+        sealer = self.sealer
+        loaded = {r.id: from_values(r.id, *rows[r.id], sealer) for r in ranked if r.id in rows}
         return ranked, loaded
 
     @staticmethod
@@ -351,19 +376,26 @@ class EngineCore:
         """Ids of final hits the search script did not read (its guess missed them)."""
         return [r.id for r in ranked if r.id not in loaded]
 
-    @staticmethod
     def ranked(
-        plan: SearchPlan, keyword: list[Candidate], vector: list[Candidate],
+        self, plan: SearchPlan, keyword: list[Candidate], vector: list[Candidate],
         recall_stats: Mapping[str, Any] | None = None,
     ) -> list[Ranked]:
         """The final ranking of the candidates, with recall counts (memory id -> side-hash
         entry) folded in first when given."""
+        if self.sealer is not None and plan.options.dedupe:  # de-duplication reads the text
+            keyword = self._opened(plan.request.user_id, keyword)
+            vector = self._opened(plan.request.user_id, vector)
         if recall_stats:
             keyword = with_recall_stats(keyword, dict(recall_stats))
             vector = with_recall_stats(vector, dict(recall_stats))
         req = plan.request
         return rank(req.mode, req.k, keyword=keyword, vector=vector, options=plan.options,
                     now=plan.now)
+
+    def _opened(self, user_id: str, candidates: list[Candidate]) -> list[Candidate]:
+        assert self.sealer is not None
+        return [c._replace(text=self.sealer.open(user_id, c.id, "text", c.text))
+                for c in candidates]
 
     @staticmethod
     def hits(

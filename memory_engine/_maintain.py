@@ -34,7 +34,7 @@ from .lifecycle.planning import (
 from .lifecycle.policy import LifecyclePolicy
 from .models import Kind, Memory, Vector
 from .store import StoreCore, decode_tag, new_id
-from .store._records import from_hash, to_hash
+from .store._records import from_hash
 
 IDS_PAGE = 10_000  # memory ids read per FT.SEARCH while listing a user's memories
 USERS_PAGE = 1_000  # users per FT.AGGREGATE cursor read
@@ -218,7 +218,7 @@ def load(store: StoreCore, user_id: str, ids: Sequence[str]) -> Steps[Loaded]:
         if not raw:
             continue  # deleted since the ids were listed
         fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
-        memory = from_hash(memory_id, fields, recall)
+        memory = from_hash(memory_id, fields, recall, store.sealer)
         if memory.user_id != user_id:
             raise StoreError(f"isolation check failed: memory {memory_id} is not {user_id!r}'s")
         loaded.memories.append(memory)
@@ -308,7 +308,7 @@ def _consolidation(
         group.memory_ids, summary_id=summary.id, summarizer=summarizer,
         removed=tuple(loaded.raw[i] for i in group.memory_ids),
     )
-    fields = to_hash(summary, np.asarray(vector, dtype=np.float32))
+    fields = store.hash_of(summary, np.asarray(vector, dtype=np.float32))
     commands: list[list[Any]] = [
         ["HSET", store.keys.memory(group.user_id, summary.id),
          *(x for pair in fields.items() for x in pair)],
@@ -325,11 +325,27 @@ def _audit_commands(
     keep_ms = int(policy.audit_retention * 1000)
     index = store.keys.audit_index(entry.user_id)
     return [
-        ["SET", store.keys.audit(entry.user_id, entry.change_id), entry.to_json(), "PX", keep_ms],
+        ["SET", store.keys.audit(entry.user_id, entry.change_id), _sealed(store, entry), "PX",
+         keep_ms],
         ["ZADD", index, entry.at, entry.change_id],
         ["ZREMRANGEBYSCORE", index, "-inf", f"({entry.at - policy.audit_retention}"],
         ["PEXPIRE", index, keep_ms],
     ]
+
+
+def _sealed(store: StoreCore, entry: AuditEntry) -> str:
+    """An audit entry as stored: its JSON, encrypted when encryption is on (it holds the
+    removed memories' fields)."""
+    text = entry.to_json()
+    if store.sealer is None:
+        return text
+    return store.sealer.seal_text(entry.user_id, entry.change_id, "audit", text)
+
+
+def _opened(store: StoreCore, user_id: str, change_id: str, raw: bytes | str) -> AuditEntry:
+    if store.sealer is None:
+        return AuditEntry.from_json(raw)
+    return AuditEntry.from_json(store.sealer.open_text(user_id, change_id, "audit", raw))
 
 
 def audit_trail(store: StoreCore, user_id: str, limit: int) -> Steps[list[AuditEntry]]:
@@ -340,7 +356,8 @@ def audit_trail(store: StoreCore, user_id: str, limit: int) -> Steps[list[AuditE
     if not ids:
         return []
     reply = yield Call([["GET", store.keys.audit(user_id, i)] for i in ids])
-    return [AuditEntry.from_json(raw) for raw in reply if raw is not None]
+    return [_opened(store, user_id, i, raw) for i, raw in zip(ids, reply, strict=True)
+            if raw is not None]
 
 
 def undo(
@@ -351,7 +368,7 @@ def undo(
     raw = (yield Call([["GET", key]]))[0]
     if raw is None:
         raise ChangeNotFoundError(user_id, change_id)
-    entry = AuditEntry.from_json(raw)
+    entry = _opened(store, user_id, change_id, raw)
     if entry.user_id != user_id:
         raise StoreError(f"isolation check failed: change {change_id} is not {user_id!r}'s")
     if entry.undone_at is not None:
@@ -367,7 +384,7 @@ def undo(
             commands.append(["HSET", keys.recalls(user_id), r.memory_id, r.recall])
     if entry.summary_id:
         commands += _delete(store, user_id, entry.summary_id)
-    commands.append(["SET", key, entry.undone(clock).to_json(), "KEEPTTL"])
+    commands.append(["SET", key, _sealed(store, entry.undone(clock)), "KEEPTTL"])
     yield Call(commands, transaction=True)
     return UndoResult(change_id, tuple(r.memory_id for r in entry.removed), entry.summary_id)
 

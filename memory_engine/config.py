@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -78,6 +78,16 @@ class EngineConfig:
         access_flush_interval: Seconds between background writes of recalls.
         lifecycle: What ``maintain`` does by default: TTLs, budget, staleness, grouping
             (see ``lifecycle.LifecyclePolicy``).
+        master_key: Turns encryption at rest on: 32 random bytes in URL-safe base64
+            (``memory-engine keygen`` prints one). Never shown in ``repr``.
+        master_key_file: A file holding the master key (instead of ``master_key``).
+        key_provider: A callable returning the master key (bytes or its base64 text), for a
+            KMS or secret manager; called once when the engine opens.
+        previous_master_keys: Older master keys, accepted to unwrap data keys only (during
+            ``memory-engine rotate-key``); new data keys are always wrapped by the current one.
+        backup_to: Where the background maintainer writes scheduled backups (a directory or
+            an ``s3://bucket/prefix`` URL); None: no scheduled backups.
+        backup_interval: Seconds between scheduled backups.
     """
 
     redis_url: str | None = None
@@ -111,8 +121,32 @@ class EngineConfig:
     record_access: bool = True
     access_flush_interval: float = 0.5
     lifecycle: LifecyclePolicy = field(default_factory=LifecyclePolicy)
+    master_key: str | None = field(default=None, repr=False)
+    master_key_file: Path | None = None
+    key_provider: Callable[[], bytes | str] | None = field(default=None, repr=False)
+    previous_master_keys: tuple[str, ...] = field(default=(), repr=False)
+    backup_to: str | None = None
+    backup_interval: float = 86_400.0
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether a master key is configured (encryption at rest is on)."""
+        return any(x is not None for x in (self.master_key, self.master_key_file,
+                                           self.key_provider))
 
     def __post_init__(self) -> None:
+        keys = [n for n in ("master_key", "master_key_file", "key_provider")
+                if getattr(self, n) is not None]
+        if len(keys) > 1:
+            raise ConfigurationError(
+                f"configure one master key source, not {' and '.join(keys)}")
+        if self.key_provider is not None and not callable(self.key_provider):
+            raise ConfigurationError("key_provider must be a callable returning the master key")
+        if not isinstance(self.previous_master_keys, tuple) or not all(
+                isinstance(k, str) for k in self.previous_master_keys):
+            raise ConfigurationError("previous_master_keys must be a tuple of key strings")
+        if self.master_key_file is not None and not isinstance(self.master_key_file, Path):
+            object.__setattr__(self, "master_key_file", Path(self.master_key_file))
         for name in ("index_name", "key_prefix"):
             value = getattr(self, name)
             if not isinstance(value, str) or not _NAME.match(value):
@@ -151,7 +185,7 @@ class EngineConfig:
                 raise ConfigurationError(f"{name} must be a finite number >= 0; got {value!r}")
         if self.keyword_weight + self.vector_weight <= 0:
             raise ConfigurationError("keyword_weight and vector_weight must not both be 0")
-        for name in ("decay_strength_days", "access_flush_interval"):
+        for name in ("decay_strength_days", "access_flush_interval", "backup_interval"):
             value = getattr(self, name)
             if not _finite(value) or value <= 0:
                 raise ConfigurationError(f"{name} must be a positive number; got {value!r}")
@@ -182,12 +216,20 @@ class EngineConfig:
             "MEMORY_ENGINE_REDIS_SERVER": "redis_server",
             "MEMORY_ENGINE_SEARCH_MODULE": "search_module",
             "MEMORY_ENGINE_QUERY_BACKEND": "query_backend",
+            "MEMORY_ENGINE_MASTER_KEY": "master_key",
+            "MEMORY_ENGINE_BACKUP_TO": "backup_to",
         }
         for var, name in text_vars.items():
             if env.get(var):
                 values[name] = env[var]
         if env.get("MEMORY_ENGINE_HOME"):
             values["home"] = Path(env["MEMORY_ENGINE_HOME"]).expanduser()
+        if env.get("MEMORY_ENGINE_MASTER_KEY_FILE"):
+            values["master_key_file"] = Path(env["MEMORY_ENGINE_MASTER_KEY_FILE"]).expanduser()
+        if env.get("MEMORY_ENGINE_PREVIOUS_MASTER_KEYS"):
+            values["previous_master_keys"] = tuple(
+                k.strip() for k in env["MEMORY_ENGINE_PREVIOUS_MASTER_KEYS"].split(",")
+                if k.strip())
         if env.get("MEMORY_ENGINE_FUSION"):
             values["fusion"] = env["MEMORY_ENGINE_FUSION"]
         numbers: dict[str, tuple[str, type[int] | type[float]]] = {
@@ -202,6 +244,7 @@ class EngineConfig:
             "MEMORY_ENGINE_CONTEXT_TURNS": ("context_turns", int),
             "MEMORY_ENGINE_CONTEXT_CREDIT": ("context_credit", float),
             "MEMORY_ENGINE_HYBRID_CANDIDATES": ("hybrid_candidates", int),
+            "MEMORY_ENGINE_BACKUP_INTERVAL": ("backup_interval", float),
         }
         for var, (name, kind) in numbers.items():
             if env.get(var):

@@ -138,6 +138,7 @@ class MemoryEngine(EngineBase):
         prepared = self._core.prepare_write(user_id, items, time.time())
         store = self._ready()
         uid = prepared.memories[0].user_id
+        store.unlock(uid, create=True)
         prepared = self._core.with_context(prepared, store.tails(uid, prepared.sessions))
         records = self._core.records(prepared, self._embed_all(prepared.texts, progress))
         store.put_many(records, prepared.tails)
@@ -169,7 +170,9 @@ class MemoryEngine(EngineBase):
     def get(self, user_id: str, memory_id: str) -> Memory:
         """One memory of one user. Raises ``MemoryNotFoundError`` when there is none."""
         uid, mid = check.user_id(user_id), check.memory_id(memory_id)
-        memory = self._ready().get(uid, mid)
+        store = self._ready()
+        store.unlock(uid, create=False)
+        memory = store.get(uid, mid)
         if memory is None:
             raise MemoryNotFoundError(uid, mid)
         return memory
@@ -205,11 +208,16 @@ class MemoryEngine(EngineBase):
         ``MemoryChatMessageHistory``). ``ttl``: each message expires that many seconds after
         it is written. Returns the first new message's sequence number."""
         keys, texts, ttl = self._core.history_write(user_id, session_id, messages, ttl)
-        return self._ready().history_append(keys, texts, ttl)
+        store = self._ready()
+        store.unlock(keys.user_id, create=True)
+        return store.history_append(keys, self._core.seal_history(keys, texts), ttl)
 
     def history_read(self, user_id: str, session_id: str) -> list[tuple[int, str]]:
         """One session's stored messages as (sequence number, text), oldest first."""
-        return self._ready().history_read(self._core.history_keys(user_id, session_id))
+        keys = self._core.history_keys(user_id, session_id)
+        store = self._ready()
+        store.unlock(keys.user_id, create=False)
+        return self._core.open_history(keys, store.history_read(keys))
 
     def history_clear(self, user_id: str, session_id: str) -> int:
         """Delete one session's chat history (its long-term memories stay). Returns how many
@@ -262,6 +270,7 @@ class MemoryEngine(EngineBase):
             fusion=fusion,
         )
         store = self._ready()
+        store.unlock(plan.request.user_id, create=False)
         vector = None
         if self._core.needs_vector(plan):
             vector = self.embedder.embed_query(plan.request.query)
@@ -305,6 +314,7 @@ class MemoryEngine(EngineBase):
         users = [uid] if uid is not None else self._drive(_maintain.list_users(store.core))
         with progress_bar(len(users), progress) as bar:
             for user in users:
+                store.unlock(user, create=False)
                 report.users.append(self._drive(_maintain.maintain_user(
                     store.core, user, now=when, policy=chosen, dry_run=report.dry_run,
                     summarizer=self.summarizer.name, clock=time.time)))
@@ -320,13 +330,17 @@ class MemoryEngine(EngineBase):
             InvalidArgumentError: the change was already undone.
         """
         uid, change = check.user_id(user_id), check.memory_id(change_id, "change id")
-        return self._drive(_maintain.undo(self._ready().core, uid, change, time.time()))
+        store = self._ready()
+        store.unlock(uid, create=False)
+        return self._drive(_maintain.undo(store.core, uid, change, time.time()))
 
     def audit_trail(self, user_id: str, *, limit: int = 100) -> list[AuditEntry]:
         """One user's latest maintenance changes, newest first: what, why, when, and the
         removed memories."""
         uid, n = check.user_id(user_id), check.k(limit, 100_000, "limit")
-        return self._drive(_maintain.audit_trail(self._ready().core, uid, n))
+        store = self._ready()
+        store.unlock(uid, create=False)
+        return self._drive(_maintain.audit_trail(store.core, uid, n))
 
     def start_maintainer(
         self, interval: float = 3600.0, *, policy: LifecyclePolicy | None = None

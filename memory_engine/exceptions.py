@@ -131,3 +131,27 @@ class ChangeNotFoundError(MemoryEngineError, KeyError):
 
 class SummarizerError(MemoryEngineError):
     """The summarizer failed or returned nothing; nothing of that group was changed."""
+
+
+class EncryptionError(MemoryEngineError):
+    """Encryption at rest failed: a bad or missing key, or a value that does not decrypt."""
+
+
+class KeyConfigurationError(EncryptionError, ConfigurationError):
+    """The master key setting is malformed (not 32 bytes of URL-safe base64), unreadable, or
+    its file is readable by other users."""
+
+
+class DecryptionError(EncryptionError):
+    """A stored value failed authentication: tampered with, moved to another record, or
+    encrypted under a different key. It is never returned as data."""
+
+
+class DataKeyMissingError(EncryptionError):
+    """The user's data key is gone (the user was forgotten: crypto-shredded), or is wrapped
+    by a master key that is not configured; their encrypted data cannot be read."""
+
+
+class BackupError(MemoryEngineError):
+    """A backup or restore failed: the destination is unreachable, a checksum does not
+    match, or the snapshot is from another schema version."""

@@ -116,19 +116,25 @@ def exact_vector_query(req: SearchRequest, n: int) -> str:
 
 def keyword_command(
     index_name: str, req: SearchRequest, n: int | None = None,
-    fields: Sequence[str] = RANK_FIELDS,
+    fields: Sequence[str] = RANK_FIELDS, *, blind: Sequence[str] | None = None,
 ) -> list[object] | None:
     """FT.SEARCH (BM25) for the ``n`` (default ``k``) best memories of one user sharing words
-    with the query, returning ``fields`` and the score.
+    with the query, returning ``fields`` and the score. With encryption on, ``blind`` holds
+    the query's keyed word digests and the blind index (``kw``) is searched instead.
 
     Returns None when the query has no word to search for (only punctuation or stopwords).
     """
-    terms = query_terms(req.query)
-    if not terms:
-        return None
-    words = "|".join(terms)
+    if blind is not None:
+        if not blind:
+            return None
+        clause = f"@kw:{{{'|'.join(blind)}}}"  # hex digests: nothing to escape
+    else:
+        terms = query_terms(req.query)
+        if not terms:
+            return None
+        clause = f"@text|name|context:({'|'.join(terms)})"
     return [
-        "FT.SEARCH", index_name, f"({filter_text(req)}) @text|name|context:({words})",
+        "FT.SEARCH", index_name, f"({filter_text(req)}) {clause}",
         # Classic BM25, not BM25STD: in RediSearch 2.10 BM25STD's corpus statistics go wrong
         # once documents are deleted or re-indexed (LoCoMo keyword recall@10: 58.9 -> 20.5
         # after rewriting half the documents); BM25 stays put (59.8 -> 59.2).

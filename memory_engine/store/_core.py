@@ -13,6 +13,7 @@ from typing import Any
 
 from ..exceptions import SchemaMismatchError
 from ..models import Memory, Vector
+from ._crypto import Sealer
 from ._records import MEMORY_FIELDS, KeySpace, encode_tag, from_values, tag_clause, to_hash
 from ._schema import SCHEMA_VERSION, build_schema, check_compatible, schema_dict
 
@@ -57,13 +58,14 @@ class StoreSettings:
 class StoreCore:
     """Builds the store's commands and parses its replies."""
 
-    def __init__(self, settings: StoreSettings):
+    def __init__(self, settings: StoreSettings, sealer: Sealer | None = None):
         self.settings = settings
+        self.sealer = sealer
         self.keys = KeySpace(settings.key_prefix)
         self.spec = schema_dict(
             settings.index_name, self.keys.memory_prefix, settings.dims,
             m=settings.hnsw_m, ef_construction=settings.hnsw_ef_construction,
-            ef_runtime=settings.hnsw_ef_runtime,
+            ef_runtime=settings.hnsw_ef_runtime, encrypted=sealer is not None,
         )
         self.schema = build_schema(self.spec)
 
@@ -72,11 +74,14 @@ class StoreCore:
         return self.settings.index_name
 
     def meta_fields(self) -> dict[str, str]:
-        return {
+        fields = {
             "schema_version": str(SCHEMA_VERSION),
             "embedder": self.settings.embedder_name,
             "dims": str(self.settings.dims),
         }
+        if self.sealer is not None:
+            fields["encryption"] = "aes-256-gcm+blind-index"
+        return fields
 
     def check_index(self, info: list[Any], meta: dict[Any, Any]) -> None:
         """Raise ``SchemaMismatchError`` if the existing index or its metadata differ."""
@@ -89,8 +94,9 @@ class StoreCore:
         if stored and stored != want:
             raise SchemaMismatchError(
                 f"The index {self.index_name!r} was built with {stored}; this engine is "
-                f"configured with {want}. Vectors of different models cannot share an index: "
-                "use another index name (MEMORY_ENGINE_INDEX) or the original embedding model."
+                f"configured with {want}. Vectors of different models, and encrypted and "
+                "plaintext memories, cannot share an index: use another index name "
+                "(MEMORY_ENGINE_INDEX), or the original embedding model and encryption setting."
             )
 
     def batches(
@@ -100,7 +106,7 @@ class StoreCore:
         """(key, fields) pairs, grouped into write transactions; the session tails go with
         the last one."""
         size = self.settings.write_batch_size
-        pairs = [(self.keys.memory(m.user_id, m.id), to_hash(m, v, c)) for m, v, c in records]
+        pairs = [(self.keys.memory(m.user_id, m.id), self.hash_of(m, v, c)) for m, v, c in records]
         groups = [pairs[i : i + size] for i in range(0, len(pairs), size)]
         if tails and records:
             fields: dict[str, Any] = {
@@ -109,38 +115,53 @@ class StoreCore:
             groups[-1].append((self.keys.tails(records[0][0].user_id), fields))
         return groups
 
+    def hash_of(
+        self, memory: Memory, vector: Vector | None, context: str | None = None
+    ) -> dict[str, Any]:
+        """A memory's HASH fields as stored: sealed when encryption is on."""
+        fields = to_hash(memory, vector, context)
+        if self.sealer is None:
+            return fields
+        return self.sealer.seal_hash(memory.user_id, memory.id, fields)
+
     def tail_ids(self, sessions: Sequence[str], raw: Sequence[Any]) -> dict[str, list[str]]:
         """Session -> ids of its latest turns, from HMGET of the tails hash."""
         return {s: json.loads(v) for s, v in zip(sessions, raw, strict=True) if v}
 
-    @staticmethod
     def tail_turns(
-        tail_ids: Mapping[str, Sequence[str]], rows: Sequence[Sequence[Any]]
+        self, user_id: str, tail_ids: Mapping[str, Sequence[str]],
+        rows: Sequence[Sequence[Any]],
     ) -> dict[str, list[tuple[str, str | None, str]]]:
         """Session -> (id, name, text) of its latest turns; rows are HMGET name, text in the
         order of ``tail_ids``. Turns deleted since are skipped."""
         out: dict[str, list[tuple[str, str | None, str]]] = {}
         it = iter(rows)
+        sealer = self.sealer
         for session, ids in tail_ids.items():
             turns = out.setdefault(session, [])
             for memory_id in ids:
-                name, text = next(it)
-                if text is not None:
-                    turns.append((memory_id, name.decode() if name else None, text.decode()))
+                raw_name, raw_text = next(it)
+                if raw_text is None:
+                    continue
+                if sealer is None:
+                    name, text = (raw_name.decode() if raw_name else ""), raw_text.decode()
+                else:
+                    name = sealer.open(user_id, memory_id, "name", raw_name or b"")
+                    text = sealer.open(user_id, memory_id, "text", raw_text)
+                turns.append((memory_id, name or None, text))
         return out
 
     def update_args(self, memory: Memory, vector: Vector | None) -> list[Any]:
         """EVAL arguments that rewrite an existing memory (and its vector, if given)."""
-        fields = to_hash(memory, vector)
+        fields = self.hash_of(memory, vector)
         flat: list[Any] = [x for pair in fields.items() for x in pair]
         keys = [self.keys.memory(memory.user_id, memory.id), self.keys.recalls(memory.user_id)]
         return ["EVAL", UPDATE_IF_EXISTS, 2, *keys, memory.id, *flat]
 
-    @staticmethod
-    def read_memory(memory_id: str, values: Sequence[Any], recalls: Any) -> Memory | None:
+    def read_memory(self, memory_id: str, values: Sequence[Any], recalls: Any) -> Memory | None:
         """A Memory from HMGET values of ``MEMORY_FIELDS`` and its recall entry, or None when
         it does not exist."""
-        return from_values(memory_id, values, recalls)
+        return from_values(memory_id, values, recalls, self.sealer)
 
     def fetch_args(self, user_id: str, memory_ids: Sequence[str]) -> list[Any]:
         """EVALSHA arguments of ``FETCH`` (EVAL takes the script in place of the hash)."""
@@ -148,13 +169,14 @@ class StoreCore:
         return [FETCH_SHA, len(keys) + 1, *keys, self.keys.recalls(user_id),
                 len(MEMORY_FIELDS), *MEMORY_FIELDS, *memory_ids]
 
-    @staticmethod
-    def read_memories(memory_ids: Sequence[str], reply: Sequence[Any]) -> list[Memory | None]:
+    def read_memories(
+        self, memory_ids: Sequence[str], reply: Sequence[Any]
+    ) -> list[Memory | None]:
         """Memories from a ``FETCH`` reply: one HMGET row each, then their recall entries
         (None where a memory does not exist)."""
         *rows, recalls = reply
         return [
-            from_values(memory_id, row, stat)
+            from_values(memory_id, row, stat, self.sealer)
             for memory_id, row, stat in zip(memory_ids, rows, recalls, strict=True)
         ]
 

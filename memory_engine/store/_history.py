@@ -75,11 +75,13 @@ class HistoryKeys:
     index: str
     counter: str
     message_base: str
+    user_id: str = ""
 
     @classmethod
     def of(cls, prefix: str, user_id: str, session_id: str) -> HistoryKeys:
         base = f"{user_pattern_base(prefix, user_id)}{encode_tag(session_id)}:"
-        return cls(index=f"{base}idx", counter=f"{base}seq", message_base=f"{base}m:")
+        return cls(index=f"{base}idx", counter=f"{base}seq", message_base=f"{base}m:",
+                   user_id=user_id)
 
     def append_args(self, messages: Sequence[str], ttl: int | None) -> list[Any]:
         return ["EVAL", APPEND, 2, self.index, self.counter, ttl or 0, self.message_base,

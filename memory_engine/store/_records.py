@@ -7,7 +7,7 @@ import os
 import re
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -16,6 +16,9 @@ from redisvl.utils.token_escaper import TokenEscaper
 
 from ..exceptions import StoreError
 from ..models import Kind, Memory, Role, Vector
+
+if TYPE_CHECKING:
+    from ._crypto import Sealer
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
 _ESCAPER = TokenEscaper()
@@ -154,7 +157,10 @@ def _decoded(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else ("" if value is None else str(value))
 
 
-def from_hash(memory_id: str, raw: dict[Any, Any], stat: bytes | str | None = None) -> Memory:
+def from_hash(
+    memory_id: str, raw: dict[Any, Any], stat: bytes | str | None = None,
+    sealer: Sealer | None = None,
+) -> Memory:
     """Rebuild a Memory from HASH fields (keys and values as str or bytes), with its recall
     side-hash entry ``stat`` folded in."""
     fields = {}
@@ -162,18 +168,22 @@ def from_hash(memory_id: str, raw: dict[Any, Any], stat: bytes | str | None = No
         name = key.decode() if isinstance(key, bytes) else key
         if name in _WANTED:  # never the vector, which is not text
             fields[name] = _decoded(value)
-    return from_fields(memory_id, fields, stat)
+    return from_fields(memory_id, fields, stat, sealer)
 
 
-def from_values(memory_id: str, values: Sequence[Any], stat: bytes | str | None) -> Memory | None:
+def from_values(
+    memory_id: str, values: Sequence[Any], stat: bytes | str | None,
+    sealer: Sealer | None = None,
+) -> Memory | None:
     """A Memory from HMGET values of ``MEMORY_FIELDS`` (None when the hash does not exist),
-    with its recall side-hash entry folded in. The search path's final read: one pass, no
-    copies."""
+    with its recall side-hash entry folded in and, with encryption on, its sealed fields
+    opened by ``sealer``. The search path's final read: one pass, no copies."""
     if all(v is None for v in values):
         return None
-    return _memory(memory_id, [
-        v.decode() if type(v) is bytes else ("" if v is None else str(v)) for v in values
-    ], stat)
+    decoded = [v.decode() if type(v) is bytes else ("" if v is None else str(v)) for v in values]
+    if sealer is not None:
+        sealer.open_row(memory_id, decoded)
+    return _memory(memory_id, decoded, stat)
 
 
 def recall_stat(stat: bytes | str | None) -> tuple[int, float] | None:
@@ -188,7 +198,10 @@ def recall_stat(stat: bytes | str | None) -> tuple[int, float] | None:
 _OPTIONAL = frozenset({"name", "previous_id", "summary_of"})
 
 
-def from_fields(memory_id: str, f: dict[str, str], stat: bytes | str | None = None) -> Memory:
+def from_fields(
+    memory_id: str, f: dict[str, str], stat: bytes | str | None = None,
+    sealer: Sealer | None = None,
+) -> Memory:
     """Rebuild a Memory from decoded HASH fields, with the recalls recorded since it was last
     written (``stat``, from the recall side hash) folded in.
 
@@ -199,6 +212,8 @@ def from_fields(memory_id: str, f: dict[str, str], stat: bytes | str | None = No
         values = [f.get(name, "") if name in _OPTIONAL else f[name] for name in MEMORY_FIELDS]
     except KeyError as exc:
         raise StoreError(f"memory {memory_id} is stored in an unreadable form: {exc}") from exc
+    if sealer is not None:
+        sealer.open_row(memory_id, values)
     return _memory(memory_id, values, stat)
 
 

@@ -16,10 +16,24 @@ _FLAGS = {
 
 
 def schema_dict(
-    index_name: str, prefix: str, dims: int, *, m: int, ef_construction: int, ef_runtime: int
+    index_name: str, prefix: str, dims: int, *, m: int, ef_construction: int, ef_runtime: int,
+    encrypted: bool = False,
 ) -> dict[str, Any]:
-    """The redisvl schema of the memory index."""
+    """The redisvl schema of the memory index. With encryption on, no text is indexed:
+    the keyword half searches ``kw``, a TAG field of keyed digests of the stemmed words
+    (the blind index), and ``text``/``name`` hold ciphertext that is not indexed."""
     tag = {"case_sensitive": True}
+    words: list[dict[str, Any]] = [
+        {"name": "text", "type": "text"},
+        # The speaker and the turn before this one: questions name people, and a reply
+        # ("Wow, that's great!") is found by what it answers. (No field weight: the
+        # classic BM25 scorer ignores weights.)
+        {"name": "name", "type": "text"},
+        {"name": "context", "type": "text"},
+    ]
+    if encrypted:
+        words = [{"name": "kw", "type": "tag", "attrs": {"case_sensitive": True,
+                                                          "separator": ","}}]
     return {
         "index": {"name": index_name, "prefix": prefix, "storage_type": "hash"},
         "fields": [
@@ -27,12 +41,7 @@ def schema_dict(
             {"name": "session_id", "type": "tag", "attrs": tag},
             {"name": "kind", "type": "tag", "attrs": tag},
             {"name": "role", "type": "tag", "attrs": tag},
-            {"name": "text", "type": "text"},
-            # The speaker and the turn before this one: questions name people, and a reply
-            # ("Wow, that's great!") is found by what it answers. (No field weight: the
-            # classic BM25 scorer ignores weights.)
-            {"name": "name", "type": "text"},
-            {"name": "context", "type": "text"},
+            *words,
             # Timestamps are indexed under an alias: FT.SEARCH returns an indexed NUMERIC
             # attribute rounded to 12 digits (10 ms today), but a hash field by its own name
             # exactly. Filters use the alias, hits read the field.

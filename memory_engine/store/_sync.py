@@ -47,6 +47,23 @@ class MemoryStore:
             core.check_index(info, self.client.hgetall(core.keys.meta_key))
             self.client.hset(core.keys.meta_key, mapping=cast(Any, core.meta_fields()))
 
+    def unlock(self, user_id: str, *, create: bool) -> None:
+        """Load the user's data key (with encryption on; otherwise nothing to do). With
+        ``create``, a user without one gets a new one (first writer wins); without, a user
+        whose key is gone stays locked and reading their encrypted data raises
+        ``DataKeyMissingError``."""
+        sealer = self.core.sealer
+        if sealer is None or sealer.unlocked(user_id):
+            return
+        name = sealer.key_name(user_id)
+        with redis_errors("load a data key"):
+            wrapped = self.client.get(name)
+            if wrapped is None and create:
+                self.client.set(name, sealer.new_wrapped(user_id), nx=True)
+                wrapped = self.client.get(name)
+        if wrapped is not None:
+            sealer.adopt(user_id, wrapped)
+
     def put_many(
         self, records: Sequence[tuple[Memory, Vector, str | None]],
         tails: Mapping[str, Sequence[str]] | None = None,
@@ -77,7 +94,7 @@ class MemoryStore:
                 for memory_id in session_ids:
                     pipe.hmget(keys.memory(user_id, memory_id), ["name", "text"])
             rows = pipe.execute()
-        return self.core.tail_turns(ids, rows)
+        return self.core.tail_turns(user_id, ids, rows)
 
     def get(self, user_id: str, memory_id: str) -> Memory | None:
         with redis_errors("read a memory"):
@@ -129,6 +146,10 @@ class MemoryStore:
         """Delete every memory of one user, in batches. Returns how many were deleted."""
         deleted = 0
         with redis_errors("forget a user"):
+            # Crypto-shred first: a forget interrupted after this leaves nothing readable.
+            if self.core.sealer is not None:
+                self.client.delete(self.core.sealer.key_name(user_id))
+                self.core.sealer.drop(user_id)
             while keys := keys_of(self.client.execute_command(*self.core.keys_command(user_id))):
                 deleted += int(self.client.delete(*keys))
             # Keys the index does not hold (a hash it failed to index) are found by pattern.
