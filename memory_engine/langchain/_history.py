@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import atexit
 import json
+import ssl
 import threading
 import weakref
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import (
@@ -77,8 +78,23 @@ def _url_of(client: Any) -> str:
     if kwargs.get("password"):
         auth = f"{quote(str(kwargs.get('username') or ''), safe='')}:" \
                f"{quote(str(kwargs['password']), safe='')}@"
-    scheme = "rediss" if kwargs.get("ssl") or "ssl_cert_reqs" in kwargs else "redis"
-    return f"{scheme}://{auth}{kwargs['host']}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+    tls = bool(kwargs.get("ssl")) or "ssl_cert_reqs" in kwargs
+    scheme = "rediss" if tls else "redis"
+    base = f"{scheme}://{auth}{kwargs['host']}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+    options = {}
+    for name in _TLS_OPTIONS if tls else ():
+        value = kwargs.get(name)
+        if value is None:
+            continue
+        if isinstance(value, ssl.VerifyMode):
+            value = {ssl.CERT_NONE: "none", ssl.CERT_OPTIONAL: "optional"}.get(value, "required")
+        options[name] = str(value)
+    return f"{base}?{urlencode(options)}" if options else base
+
+
+# What a TLS client's URL must carry over (a private CA, client certificates, checks).
+_TLS_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile",
+                "ssl_password", "ssl_check_hostname")
 
 
 def message_text(message: BaseMessage) -> str:

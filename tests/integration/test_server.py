@@ -81,8 +81,14 @@ def test_state_file_is_private_and_password_works(tmp_path: Path) -> None:
         with pytest.raises(redis.AuthenticationError):
             anonymous.ping()
         anonymous.close()
-        config = redis.Redis.from_url(state.url).config_get("bind")
-        assert config["bind"] == "127.0.0.1"
+        engine_user = redis.Redis.from_url(state.url)
+        assert engine_user.ping()
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            engine_user.config_get("bind")  # CONFIG is the admin's only
+        engine_user.close()
+        admin = redis.Redis.from_url(state.admin_url)
+        assert admin.config_get("bind")["bind"] == "127.0.0.1"
+        admin.close()
     finally:
         server.stop()
 

@@ -37,3 +37,13 @@ def test_bad_settings_are_rejected(changes: dict) -> None:
 def test_bad_integer_in_environment() -> None:
     with pytest.raises(ConfigurationError, match="MEMORY_ENGINE_MAX_TEXT_CHARS"):
         EngineConfig.from_env({"MEMORY_ENGINE_MAX_TEXT_CHARS": "lots"})
+
+
+def test_repr_shows_no_secret() -> None:
+    config = EngineConfig(redis_url="rediss://bob:s3cret@h:1/0", master_key="k" * 43 + "=",
+                          previous_master_keys=("old-secret",))
+    text = repr(config)
+    assert "s3cret" not in text
+    assert "k" * 43 not in text
+    assert "old-secret" not in text
+    assert "index_name='memory_engine'" in text
