@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -13,19 +14,27 @@ from typing import Any, Self
 import redis
 import redis.asyncio as aioredis
 
-from . import _maintain
+from . import _maintain, backup
 from . import _validation as check
 from ._core import PreparedWrite
 from ._engine_base import WRITE_LATER_BATCH, EngineBase, new_item, progress_bar
 from ._maintain import MaintenanceReport, Steps, T, UndoResult
-from ._maintainer import TaskMaintainer
+from ._maintainer import TaskMaintainer, check_interval
+from ._redis_setup import redact, search_module_error
+from ._targets import Target, open_target
 from ._writer import TaskWriter
+from .backup import BackupReport, RestoreReport
 from .config import EngineConfig
 from .embeddings import Embedder
-from .exceptions import MemoryNotFoundError, SummarizerError
+from .exceptions import (
+    BackupError,
+    DataKeyMissingError,
+    InvalidArgumentError,
+    MemoryNotFoundError,
+    SummarizerError,
+)
 from .lifecycle import AuditEntry, LifecyclePolicy, Summarizer
 from .models import Kind, Memory, NewMemory, Role, SearchHit, SearchMode, Vector
-from .server import redact, search_module_error
 from .store import AsyncMemoryStore
 from .store._access import AccessLog, TaskFlusher
 from .store._errors import redis_errors
@@ -160,7 +169,9 @@ class AsyncMemoryEngine(EngineBase):
 
     async def forget_user(self, user_id: str) -> int:
         """See ``MemoryEngine.forget_user``."""
-        return await (await self._ready()).forget_user(check.user_id(user_id))
+        deleted = await (await self._ready()).forget_user(check.user_id(user_id))
+        self.embedder.clear()
+        return deleted
 
     async def history_append(
         self, user_id: str, session_id: str, messages: Sequence[str], *, ttl: int | None = None
@@ -296,6 +307,81 @@ class AsyncMemoryEngine(EngineBase):
         self._maintainers.append(maintainer)
         return maintainer
 
+    async def backup(
+        self, to: str | os.PathLike[str], *, user_id: str | None = None,
+        progress: bool = False,
+    ) -> BackupReport:
+        """See ``MemoryEngine.backup``: Redis is read on this loop, files are compressed,
+        sealed and written in a worker thread, so the loop keeps serving meanwhile."""
+        self._check_open()
+        uid = None if user_id is None else check.user_id(user_id)
+        target = open_target(to)
+        store = await self._ready()
+        started = time.time()
+        report = BackupReport(target.describe(), backup.new_snapshot_id(started))
+        users = [uid] if uid is not None else await self._drive(backup.list_users(store.core))
+        with progress_bar(len(users), progress, "backing up") as bar:
+            for user in users:
+                await store.unlock(user, create=False)
+                records = await self._drive(backup.read_user(store.core, user))
+                if records:
+                    entry = await asyncio.to_thread(
+                        _pack_and_put, store.core, target, report.snapshot_id, user, records)
+                    report.users.append(entry)
+                bar.update(1)
+        manifest = backup.manifest(store.core, report.snapshot_id, report.users, started)
+        await asyncio.to_thread(target.put, f"{report.snapshot_id}/{backup.MANIFEST}", manifest)
+        report.seconds = time.time() - started
+        return report
+
+    async def start_backups(
+        self, to: str | os.PathLike[str] | None = None, interval: float | None = None
+    ) -> TaskMaintainer:
+        """See ``MemoryEngine.start_backups``: an asyncio task of this loop."""
+        self._check_open()
+        dest = to if to is not None else self.config.backup_to
+        if dest is None:
+            raise InvalidArgumentError("no backup destination: pass `to` or set backup_to "
+                                       "(MEMORY_ENGINE_BACKUP_TO)")
+        open_target(dest)
+        every = check_interval(self.config.backup_interval if interval is None else interval)
+        maintainer = TaskMaintainer(lambda: self.backup(dest), every)
+        self._maintainers.append(maintainer)
+        return maintainer
+
+    async def restore(
+        self, source: str | os.PathLike[str], *, user_id: str | None = None,
+        snapshot: str | None = None, progress: bool = False,
+    ) -> RestoreReport:
+        """See ``MemoryEngine.restore``."""
+        self._check_open()
+        uid = None if user_id is None else check.user_id(user_id)
+        target = open_target(source)
+        store = await self._ready()
+        snap_id, entries = await asyncio.to_thread(
+            backup.open_snapshot, store.core, target, snapshot)
+        if uid is not None:
+            entries = [e for e in entries if e.user_id == uid]
+            if not entries:
+                raise BackupError(f"snapshot {snap_id} in {target.describe()} has no user {uid!r}")
+        report = RestoreReport(target.describe(), snap_id)
+        with progress_bar(len(entries), progress, "restoring") as bar:
+            for entry in entries:
+                await store.unlock(entry.user_id, create=not entry.encrypted)
+                try:
+                    blob = await asyncio.to_thread(target.get, entry.file)
+                    records = backup.unpack_user(store.core, snap_id, entry, blob)
+                except DataKeyMissingError as exc:
+                    report.unreadable[entry.user_id] = str(exc)
+                    bar.update(1)
+                    continue
+                commands = backup.restore_commands(store.core, entry.user_id, records)
+                await self._drive(backup.replace_user(store.core, entry.user_id, commands))
+                report.restored.append(entry.user_id)
+                report.memories += entry.memories
+                bar.update(1)
+        return report
+
     async def _drive(self, steps: Steps[T]) -> T:
         """See ``MemoryEngine._drive``: the same procedure, awaited."""
         store = await self._ready()
@@ -371,3 +457,12 @@ class AsyncMemoryEngine(EngineBase):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def _pack_and_put(
+    core: Any, target: Target, snapshot_id: str, user_id: str, records: list[dict[str, Any]]
+) -> backup.UserSnapshot:
+    blob, entry = backup.pack_user(core, snapshot_id, user_id, records)
+    target.put(entry.file, blob)
+    return entry
+

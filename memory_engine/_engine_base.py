@@ -13,12 +13,13 @@ from tqdm import tqdm
 from . import _validation as check
 from ._core import EngineCore
 from ._maintain import MaintenanceReport
+from ._redis_setup import redact
 from .config import EngineConfig
 from .embeddings import CachedEmbedder, Embedder, SentenceTransformerEmbedder
 from .exceptions import InvalidArgumentError, MemoryEngineError, SummarizerError
 from .lifecycle import ExtractiveSummarizer, LifecyclePolicy, Summarizer
 from .models import Kind, NewMemory, Role, Vector
-from .server import EmbeddedServer, Lease, redact
+from .server import EmbeddedServer, Lease
 
 EMBED_CHUNK = 256  # texts per progress-bar step
 WRITE_LATER_BATCH = 64  # add_later items per add_many call (the model sorts them by length)
@@ -135,6 +136,7 @@ class EngineBase:
         return text.strip()
 
 
-def progress_bar(users: int, enabled: bool) -> tqdm[Any]:
-    """The bar ``maintain(progress=True)`` moves, one step per user."""
-    return tqdm(total=users, desc="maintaining", unit="user", disable=not enabled)
+def progress_bar(users: int, enabled: bool, desc: str = "maintaining") -> tqdm[Any]:
+    """The bar ``maintain``, ``backup`` and ``restore`` move with ``progress=True``, one step
+    per user."""
+    return tqdm(total=users, desc=desc, unit="user", disable=not enabled)

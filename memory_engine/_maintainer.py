@@ -1,5 +1,6 @@
 """Background maintenance for long-running apps: a thread (``MemoryEngine``) or an asyncio
-task (``AsyncMemoryEngine``) that runs ``maintain`` every ``interval`` seconds."""
+task (``AsyncMemoryEngine``) that runs ``maintain`` (or a backup) every ``interval``
+seconds."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from ._maintain import MaintenanceReport
 from .exceptions import InvalidArgumentError, MemoryEngineError
 
 log = logging.getLogger("memory_engine.maintainer")
@@ -29,10 +30,10 @@ class _Runs:
     def __init__(self) -> None:
         self.runs = 0
         self.failures = 0
-        self.last_report: MaintenanceReport | None = None
+        self.last_report: Any = None  # a MaintenanceReport, or a BackupReport
         self.last_error: BaseException | None = None
 
-    def done(self, report: MaintenanceReport) -> None:
+    def done(self, report: Any) -> None:
         self.runs += 1
         self.last_report = report
 
@@ -47,7 +48,7 @@ class _Runs:
 class ThreadMaintainer(_Runs):
     """Runs ``run()`` every ``interval`` seconds on a daemon thread until ``stop()``."""
 
-    def __init__(self, run: Callable[[], MaintenanceReport], interval: float):
+    def __init__(self, run: Callable[[], Any], interval: float):
         super().__init__()
         self.interval = check_interval(interval)
         self._run = run
@@ -77,7 +78,7 @@ class ThreadMaintainer(_Runs):
 class TaskMaintainer(_Runs):
     """Awaits ``run()`` every ``interval`` seconds in an asyncio task until ``stop()``."""
 
-    def __init__(self, run: Callable[[], Awaitable[MaintenanceReport]], interval: float):
+    def __init__(self, run: Callable[[], Awaitable[Any]], interval: float):
         super().__init__()
         self.interval = check_interval(interval)
         self._run = run

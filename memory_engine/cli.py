@@ -7,18 +7,22 @@ Settings come from ``MEMORY_ENGINE_*`` environment variables (see ``EngineConfig
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from . import __version__, _maintain_cli
 from ._demo import run_demo
 from .config import EngineConfig
 from .engine import MemoryEngine
-from .exceptions import MemoryEngineError
+from .exceptions import InvalidArgumentError, MemoryEngineError
 from .models import Kind, Role, SearchHit, SearchMode
+from .security import MasterKey, generate_master_key, load_key_chain
 from .server import EmbeddedServer
 from .store import SCHEMA_VERSION
 
@@ -75,6 +79,31 @@ def _parser() -> argparse.ArgumentParser:
                       help="memories of earlier sessions given per reply (default 4)")
     chat.add_argument("--model", help="default: env MEMORY_ENGINE_CHAT_MODEL, else gpt-4o-mini")
     _maintain_cli.add_parsers(sub)
+
+    sub.add_parser("keygen", help="print a new master key (32 random bytes, URL-safe base64) "
+                   "for MEMORY_ENGINE_MASTER_KEY")
+    rotate = sub.add_parser(
+        "rotate-key", help="re-wrap every user's data key under a new master key",
+        description="Re-wraps every data key under the new master key (read from "
+                    "--new-key-file, or MEMORY_ENGINE_NEW_MASTER_KEY); the current key comes "
+                    "from the usual settings. Nothing is re-encrypted or re-embedded. Then "
+                    "configure the new key, keeping the old one in "
+                    "MEMORY_ENGINE_PREVIOUS_MASTER_KEYS until every process uses the new one.")
+    rotate.add_argument("--new-key-file", help="a file (mode 0600) holding the new key")
+
+    backup = sub.add_parser(
+        "backup", help="snapshot one user or every user to a directory or s3://bucket/prefix")
+    backup.add_argument("--to", required=True, help="a directory or s3://bucket/prefix")
+    backup.add_argument("--user", help="only this user (default: every user)")
+    backup.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    restore = sub.add_parser(
+        "restore", help="put back one user or every user from a snapshot (default: the newest)")
+    restore.add_argument("--from", dest="source", required=True,
+                         help="a directory or s3://bucket/prefix")
+    restore.add_argument("--user", help="only this user (default: every user in the snapshot)")
+    restore.add_argument("--snapshot", help="a snapshot id (default: the newest)")
+    restore.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -129,7 +158,48 @@ def _chat(args: argparse.Namespace) -> int:
                               model_label=label)
 
 
+def _keys_and_backups(args: argparse.Namespace) -> int:
+    if args.command == "keygen":
+        print(generate_master_key())
+        return 0
+    if args.command == "rotate-key":
+        if args.new_key_file:
+            new = _read_key_file(args.new_key_file)
+        elif os.environ.get("MEMORY_ENGINE_NEW_MASTER_KEY"):
+            new = os.environ["MEMORY_ENGINE_NEW_MASTER_KEY"]
+        else:
+            raise InvalidArgumentError(
+                "give the new key with --new-key-file or MEMORY_ENGINE_NEW_MASTER_KEY "
+                "(never on the command line, where other users can read it)")
+        with MemoryEngine(_config(args)) as engine:
+            count = engine.rotate_master_key(new)
+        print(f"re-wrapped {count} data keys under master key {MasterKey.parse(new).key_id}")
+        return 0
+    with MemoryEngine(_config(args)) as engine:
+        if args.command == "backup":
+            report = engine.backup(args.to, user_id=args.user, progress=not args.quiet)
+            print(f"snapshot {report.snapshot_id}: {len(report.users)} users, "
+                  f"{report.memories} memories, {report.size} bytes to {report.destination} "
+                  f"in {report.seconds:.1f}s")
+            return 0
+        got = engine.restore(args.source, user_id=args.user, snapshot=args.snapshot,
+                             progress=not args.quiet)
+        print(f"restored snapshot {got.snapshot_id}: {len(got.restored)} users, "
+              f"{got.memories} memories from {got.source}")
+        for user, why in got.unreadable.items():
+            print(f"not restored: {user!r}: {why}", file=sys.stderr)
+        return 1 if got.unreadable else 0
+
+
+def _read_key_file(path: str) -> str:
+    chain = load_key_chain(EngineConfig(master_key_file=Path(path)))
+    assert chain is not None
+    return base64.urlsafe_b64encode(chain.current.key).decode("ascii")
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.command in ("keygen", "rotate-key", "backup", "restore"):
+        return _keys_and_backups(args)
     if args.command == "server":
         return _server(args)
     if args.command == "chat":

@@ -9,6 +9,8 @@ needs it (or ``connect()``).
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,19 +20,28 @@ from typing import Any, Self
 
 import redis
 
-from . import _maintain
+from . import _maintain, backup
 from . import _validation as check
 from ._async_engine import AsyncMemoryEngine  # the twin, re-exported here
 from ._engine_base import WRITE_LATER_BATCH, EngineBase, new_item, progress_bar
 from ._maintain import MaintenanceReport, Steps, T, UndoResult
-from ._maintainer import ThreadMaintainer
+from ._maintainer import ThreadMaintainer, check_interval
+from ._redis_setup import check_search_module, redact
+from ._targets import open_target
 from ._writer import BackgroundWriter
+from .backup import BackupReport, RestoreReport
 from .config import EngineConfig
 from .embeddings import Embedder
-from .exceptions import MemoryNotFoundError, SummarizerError
+from .exceptions import (
+    BackupError,
+    DataKeyMissingError,
+    InvalidArgumentError,
+    MemoryNotFoundError,
+    SummarizerError,
+)
 from .lifecycle import AuditEntry, LifecyclePolicy, Summarizer
 from .models import Kind, Memory, NewMemory, Role, SearchHit, SearchMode, Vector
-from .server import check_search_module, redact
+from .security import MasterKey
 from .store import MemoryStore
 from .store._access import AccessLog, ThreadFlusher
 from .store._errors import redis_errors
@@ -198,8 +209,13 @@ class MemoryEngine(EngineBase):
             raise MemoryNotFoundError(uid, mid)
 
     def forget_user(self, user_id: str) -> int:
-        """Delete every memory of one user. Returns how many were deleted."""
-        return self._ready().forget_user(check.user_id(user_id))
+        """Delete everything of one user: memories, chat history, summaries, the audit
+        trail, recall counts, and (with encryption on) their data key, first, so copies of
+        their data in backups can no longer be decrypted. Cached query embeddings are
+        dropped. Returns how many memories were deleted."""
+        deleted = self._ready().forget_user(check.user_id(user_id))
+        self.embedder.clear()
+        return deleted
 
     def history_append(
         self, user_id: str, session_id: str, messages: Sequence[str], *, ttl: int | None = None
@@ -353,6 +369,110 @@ class MemoryEngine(EngineBase):
         self._maintainers.append(maintainer)
         return maintainer
 
+    def backup(
+        self, to: str | os.PathLike[str], *, user_id: str | None = None,
+        progress: bool = False,
+    ) -> BackupReport:
+        """Write a snapshot of one user (``user_id``) or of every user to ``to``: a
+        directory or an ``s3://bucket/prefix`` URL. Each user is read in one transaction
+        (a consistent point in time), compressed, sealed under their data key when
+        encryption is on, checksummed; the manifest is written last, so a snapshot cut
+        short is never picked up by ``restore``. See ``memory_engine.backup``."""
+        self._check_open()
+        uid = None if user_id is None else check.user_id(user_id)
+        target = open_target(to)
+        store = self._ready()
+        started = time.time()
+        report = BackupReport(target.describe(), backup.new_snapshot_id(started))
+        users = [uid] if uid is not None else self._drive(backup.list_users(store.core))
+        with progress_bar(len(users), progress, "backing up") as bar:
+            for user in users:
+                store.unlock(user, create=False)
+                records = self._drive(backup.read_user(store.core, user))
+                if records:
+                    blob, entry = backup.pack_user(store.core, report.snapshot_id, user, records)
+                    target.put(entry.file, blob)
+                    report.users.append(entry)
+                bar.update(1)
+        target.put(f"{report.snapshot_id}/{backup.MANIFEST}",
+                   backup.manifest(store.core, report.snapshot_id, report.users, started))
+        report.seconds = time.time() - started
+        return report
+
+    def start_backup(
+        self, to: str | os.PathLike[str], *, user_id: str | None = None
+    ) -> concurrent.futures.Future[BackupReport]:
+        """``backup`` on a background thread; returns at once with its future."""
+        self._check_open()
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="memory-engine-backup")
+        future = pool.submit(self.backup, to, user_id=user_id)
+        pool.shutdown(wait=False)
+        return future
+
+    def start_backups(
+        self, to: str | os.PathLike[str] | None = None, interval: float | None = None
+    ) -> ThreadMaintainer:
+        """Back every user up to ``to`` (default ``config.backup_to``) every ``interval``
+        seconds (default ``config.backup_interval``) on a background thread, until
+        ``stop()`` or ``close()``. A failed run is logged and retried at the next one."""
+        self._check_open()
+        dest = to if to is not None else self.config.backup_to
+        if dest is None:
+            raise InvalidArgumentError("no backup destination: pass `to` or set backup_to "
+                                       "(MEMORY_ENGINE_BACKUP_TO)")
+        open_target(dest)  # a malformed destination fails now, not in the thread
+        every = check_interval(self.config.backup_interval if interval is None else interval)
+        maintainer = ThreadMaintainer(lambda: self.backup(dest), every)
+        self._maintainers.append(maintainer)
+        return maintainer
+
+    def restore(
+        self, source: str | os.PathLike[str], *, user_id: str | None = None,
+        snapshot: str | None = None, progress: bool = False,
+    ) -> RestoreReport:
+        """Put back one user (``user_id``) or every user of a snapshot (default: the newest
+        in ``source``). Each user's keys are replaced by the snapshot's in one transaction.
+        Checksums are verified first; a snapshot of another schema version, model or
+        encryption setting is refused with ``BackupError``. A user whose data key is gone
+        (forgotten: crypto-shredded) cannot be decrypted: they are listed in
+        ``report.unreadable`` and nothing of theirs is written."""
+        self._check_open()
+        uid = None if user_id is None else check.user_id(user_id)
+        target = open_target(source)
+        store = self._ready()
+        snap_id, entries = backup.open_snapshot(store.core, target, snapshot)
+        if uid is not None:
+            entries = [e for e in entries if e.user_id == uid]
+            if not entries:
+                raise BackupError(f"snapshot {snap_id} in {target.describe()} has no user {uid!r}")
+        report = RestoreReport(target.describe(), snap_id)
+        with progress_bar(len(entries), progress, "restoring") as bar:
+            for entry in entries:
+                store.unlock(entry.user_id, create=not entry.encrypted)
+                try:
+                    records = backup.unpack_user(store.core, snap_id, entry, target.get(entry.file))
+                except DataKeyMissingError as exc:
+                    report.unreadable[entry.user_id] = str(exc)
+                    bar.update(1)
+                    continue
+                commands = backup.restore_commands(store.core, entry.user_id, records)
+                self._drive(backup.replace_user(store.core, entry.user_id, commands))
+                report.restored.append(entry.user_id)
+                report.memories += entry.memories
+                bar.update(1)
+        return report
+
+    def rotate_master_key(self, new_key: str | bytes) -> int:
+        """Re-wrap every user's data key under ``new_key`` (URL-safe base64 of 32 bytes).
+        Values are not re-encrypted and nothing is re-embedded. Afterwards configure
+        ``new_key`` as the master key, keeping the old one in ``previous_master_keys`` until
+        every process runs with the new one. Returns how many data keys were re-wrapped."""
+        self._check_open()
+        sealer = self._core.sealer
+        if sealer is None:
+            raise InvalidArgumentError("encryption is off: there is no master key to rotate")
+        return self._ready().rotate_master_key(sealer.rotation(MasterKey.parse(new_key)))
+
     def _drive(self, steps: Steps[T]) -> T:
         """Run a maintenance procedure's steps on this engine's client, model and summarizer."""
         store = self._ready()
@@ -425,3 +545,4 @@ class MemoryEngine(EngineBase):
 
 
 __all__ = ["AsyncMemoryEngine", "MemoryEngine"]
+

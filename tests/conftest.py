@@ -46,6 +46,18 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture(scope="session")
+def admin_client(server_home: Path) -> Iterator[redis.Redis]:
+    """The embedded server's admin connection (the ``default`` user): BGSAVE, DUMP/RESTORE,
+    FT.DEBUG and the other commands the engine's own user is denied."""
+    state = EmbeddedServer(server_home).status()
+    assert state is not None
+    assert state.admin_url is not None
+    client = redis.Redis.from_url(state.admin_url, protocol=2)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
 def minilm() -> SentenceTransformerEmbedder:
     """The real bundled all-MiniLM-L6-v2, loaded once per run."""
     embedder = SentenceTransformerEmbedder()
@@ -70,3 +82,13 @@ def engine(
         yield eng
     redis_client.execute_command("FT.DROPINDEX", config.index_name, "DD")
     redis_client.delete(f"{config.key_prefix}:meta")
+
+
+from tests.s3_server import SeaweedS3  # noqa: E402  (appended with the fixture it serves)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[SeaweedS3]:
+    """A real SeaweedFS S3 server on 127.0.0.1 for the whole run, its data removed after."""
+    with SeaweedS3() as server:
+        yield server

@@ -22,11 +22,13 @@ from typing import Any
 from ..exceptions import DataKeyMissingError, DecryptionError
 from ..security import (
     KeyChain,
+    MasterKey,
     ValueCipher,
     blind_tokens,
     is_encrypted,
     keyword_tokens,
     new_data_key,
+    rewrap_data_key,
     unwrap_data_key,
     value_key_id,
     wrap_data_key,
@@ -74,6 +76,17 @@ class Sealer:
         with self._lock:
             self._ciphers[user_id] = (cipher, dek.blind_key)
         return cipher
+
+    def rotation(self, new: MasterKey) -> KeyChain:
+        """The key chain after rotating to ``new``: it wraps, every known key unwraps."""
+        old = (self.chain.current, *self.chain.previous)
+        return KeyChain(new, tuple(k for k in old if k.key_id != new.key_id))
+
+    @staticmethod
+    def rewrapped(chain: KeyChain, key_name: str, wrapped: str | bytes) -> str:
+        """A stored data key (at ``key_name``) re-wrapped under ``chain.current``."""
+        tag = key_name[key_name.index("{") + 1 : key_name.rindex("}")]
+        return rewrap_data_key(chain, tag, wrapped)
 
     def drop(self, user_id: str) -> None:
         with self._lock:

@@ -11,10 +11,18 @@ from redisvl.index import SearchIndex
 
 from ..models import Memory, Vector
 from ..retrieval._script import SEARCH, SEARCH_SHA
+from ..security import KeyChain
 from ._core import FETCH, StoreCore, keys_of
 from ._errors import is_missing_index, redis_errors
 from ._history import HistoryKeys, stored_messages, user_pattern_base
 from ._records import MEMORY_FIELDS, encode_tag
+
+# SET KEYS[1] to ARGV[2] only if it still holds ARGV[1].
+SWAP = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
 
 
 class MemoryStore:
@@ -141,6 +149,26 @@ class MemoryStore:
             pipe.hdel(self.core.keys.recalls(user_id), memory_id)
             deleted, _ = pipe.execute()
             return bool(deleted)
+
+    def rotate_master_key(self, chain: KeyChain) -> int:
+        """Re-wrap every user's data key under ``chain.current`` (compare-and-set, so a key
+        deleted or rotated meanwhile is never overwritten). Returns how many."""
+        sealer = self.core.sealer
+        assert sealer is not None
+        rotated = 0
+        with redis_errors("rotate the master key"):
+            for raw in self.client.scan_iter(match=f"{sealer.prefix}:dek:{{*", count=1000):
+                name = raw.decode() if isinstance(raw, bytes) else str(raw)
+                for _ in range(3):
+                    wrapped = self.client.get(name)
+                    if wrapped is None:  # forgotten meanwhile
+                        break
+                    new = sealer.rewrapped(chain, name, wrapped)
+                    if self.client.execute_command("EVAL", SWAP, 1, name, wrapped, new):
+                        rotated += 1
+                        break
+        sealer.chain = chain
+        return rotated
 
     def forget_user(self, user_id: str) -> int:
         """Delete every memory of one user, in batches. Returns how many were deleted."""

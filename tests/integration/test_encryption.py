@@ -62,7 +62,7 @@ def _disk_bytes(home: Path) -> bytes:
 
 
 def test_markers_are_nowhere_on_disk_yet_every_mode_finds_them(
-    secure: MemoryEngine, redis_client: redis.Redis, server_home: Path
+    secure: MemoryEngine, admin_client: redis.Redis, server_home: Path
 ) -> None:
     text_marker, name_marker, meta_marker = _marker(), _marker(), _marker()
     secure.add_many("alice", [
@@ -72,7 +72,7 @@ def test_markers_are_nowhere_on_disk_yet_every_mode_finds_them(
         {"text": "dinner plans for friday with the neighbours", "session_id": "s2"},
     ])
     secure.add("bob", f"bob also knows {text_marker}")
-    _wait_persisted(redis_client)
+    _wait_persisted(admin_client)
     disk = _disk_bytes(server_home)
     for marker in (text_marker, name_marker, meta_marker):
         assert marker.encode() not in disk
@@ -91,12 +91,12 @@ def test_markers_are_nowhere_on_disk_yet_every_mode_finds_them(
 
 
 def test_plaintext_control_does_leave_the_marker_on_disk(
-    engine: MemoryEngine, redis_client: redis.Redis, server_home: Path
+    engine: MemoryEngine, admin_client: redis.Redis, server_home: Path
 ) -> None:
     # Proves the grep above can fail: the same write without a master key is on disk.
     marker = _marker()
     engine.add("alice", f"the code word is {marker}")
-    _wait_persisted(redis_client)
+    _wait_persisted(admin_client)
     assert marker.encode() in _disk_bytes(server_home)
 
 
@@ -156,14 +156,14 @@ def test_forget_user_destroys_the_data_key_first(
 
 
 def test_data_restored_without_its_key_cannot_be_read(
-    secure: MemoryEngine, redis_client: redis.Redis, secure_config: EngineConfig
+    secure: MemoryEngine, admin_client: redis.Redis, secure_config: EngineConfig
 ) -> None:
     memory = secure.add("alice", "the vault opens on tuesdays")
     key = f"{secure_config.key_prefix}:mem:{{alice}}:{memory.id}"
-    saved = redis_client.dump(key)
+    saved = admin_client.dump(key)
     assert saved is not None
     secure.forget_user("alice")
-    redis_client.restore(key, 0, saved)  # an old copy comes back, its data key does not
+    admin_client.restore(key, 0, saved)  # an old copy comes back, its data key does not
     with pytest.raises(DataKeyMissingError):
         secure.get("alice", memory.id)
     with pytest.raises(DataKeyMissingError):
@@ -181,8 +181,8 @@ def test_the_wrong_master_key_cannot_open_the_data(
 
 
 def test_chat_history_and_the_audit_trail_are_sealed_too(
-    secure: MemoryEngine, redis_client: redis.Redis, secure_config: EngineConfig,
-    server_home: Path,
+    secure: MemoryEngine, redis_client: redis.Redis, admin_client: redis.Redis,
+    secure_config: EngineConfig, server_home: Path,
 ) -> None:
     from memory_engine import LifecyclePolicy, NewMemory
 
@@ -201,7 +201,7 @@ def test_chat_history_and_the_audit_trail_are_sealed_too(
     assert dog in summary.text
     [entry] = secure.audit_trail("alice")
     assert sorted(r.memory_id for r in entry.removed) == sorted(summary.replaces)
-    _wait_persisted(redis_client)
+    _wait_persisted(admin_client)
     disk = _disk_bytes(server_home)
     assert said.encode() not in disk
     assert dog.encode() not in disk  # not in the summary, the audit entry or the sources
@@ -211,3 +211,45 @@ def test_chat_history_and_the_audit_trail_are_sealed_too(
     assert all(v is not None and v.startswith(b"enc1:") for v in stored)
     secure.undo("alice", entry.change_id)
     assert sorted(m.memory.text for m in secure.search("alice", "beagle", k=10)) == sorted(texts)
+
+
+def test_rotating_the_master_key_rewraps_data_keys_only(
+    secure: MemoryEngine, secure_config: EngineConfig, minilm: SentenceTransformerEmbedder,
+    redis_client: redis.Redis, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from memory_engine.cli import main as cli_main
+    from memory_engine.security import MasterKey
+
+    a = secure.add("alice", "alice's first secret")
+    b = secure.add("bob", "bob's first secret")
+    prefix = secure_config.key_prefix
+    stored_before = redis_client.hget(f"{prefix}:mem:{{alice}}:{a.id}", "text")
+    new_key = generate_master_key()
+    assert secure.rotate_master_key(new_key) == 2
+    # The values are untouched: only the wrapped data keys changed.
+    assert redis_client.hget(f"{prefix}:mem:{{alice}}:{a.id}", "text") == stored_before
+    assert secure.add("carol", "written after the rotation").text  # new keys wrap with it
+    with MemoryEngine(secure_config.with_(master_key=new_key), embedder=minilm) as rotated:
+        assert rotated.get("alice", a.id).text == "alice's first secret"
+        assert rotated.search("bob", "first secret")[0].memory.id == b.id
+    with MemoryEngine(secure_config, embedder=minilm) as old, pytest.raises(
+            DataKeyMissingError, match="not configured"):
+        old.get("alice", a.id)
+    # The CLI: keygen prints a usable key, rotate-key takes it from a 0600 file.
+    assert cli_main(["keygen"]) == 0
+    newest = capsys.readouterr().out.strip()
+    assert len(MasterKey.parse(newest).key) == 32
+    key_file = tmp_path / "new.key"
+    key_file.write_text(newest)
+    key_file.chmod(0o600)
+    monkeypatch.setenv("MEMORY_ENGINE_MASTER_KEY", new_key)
+    argv = ["--redis-url", redis_url, "--index", secure_config.index_name, "rotate-key",
+            "--new-key-file", str(key_file)]
+    assert cli_main(argv) == 0
+    assert "re-wrapped 3 data keys" in capsys.readouterr().out
+    with MemoryEngine(secure_config.with_(master_key=newest), embedder=minilm) as newer:
+        assert newer.get("alice", a.id).text == "alice's first secret"
+    key_file.chmod(0o644)
+    assert cli_main(argv) == 2
+    assert "chmod 600" in capsys.readouterr().err
