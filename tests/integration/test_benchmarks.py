@@ -216,3 +216,60 @@ def test_scale_benchmark_quick(redis_url: str, tmp_path: Path) -> None:
             assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"], (p["memories"], name)
         assert 0.9 <= p["vector_recall_at_10_vs_exact"] <= 1.0
         assert p["bytes_per_memory"] > 1_536  # at least the float32 vector itself
+
+
+ENCRYPTION_SCRIPT = SCRIPT.with_name("encryption.py")
+
+
+def test_encryption_benchmark_quick(redis_url: str, redis_client: redis.Redis,
+                                    tmp_path: Path) -> None:
+    report = run_quick(ENCRYPTION_SCRIPT, redis_url, tmp_path / "e.json", "--rounds", "2")
+    assert report["benchmark"] == "encryption"
+    assert report["params"]["quick"] is True
+    assert isinstance(report["commit"], str)
+    assert isinstance(report["dirty"], bool)
+    storage = report["ingest"]["storage_path"]
+    assert len(storage["off_turns_s"]) == len(storage["on_turns_s"]) == 2
+    assert all(v > 0 for v in storage["off_turns_s"] + storage["on_turns_s"])
+    assert storage["best_ratio_on_over_off"] == pytest.approx(
+        storage["best_on_turns_s"] / storage["best_off_turns_s"], abs=0.001)
+    assert report["ingest"]["end_to_end"]["skipped"] is True  # recorded, not silently absent
+    rows = {r["name"]: r for r in report["search"]}
+    assert set(rows) == {f"{m}_{s}" for m in ("hybrid", "keyword", "vector") for s in ("off", "on")}
+    questions = report["params"]["questions"]
+    for name, r in rows.items():
+        assert r["calls"] == questions > 0, name
+        assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"], (name, r)
+        assert r["qps"] > 0, name
+        # real hits, and every one a turn of the asking user (decrypted metadata included)
+        assert 0 < r["mean_hits"] <= 10, name
+        assert r["hits_that_are_the_users_turns"] == 1.0, name
+    for mode in ("hybrid", "keyword", "vector"):
+        assert report["ratios"][f"{mode}_p50_on_over_off"] == pytest.approx(
+            rows[f"{mode}_on"]["p50_ms"] / rows[f"{mode}_off"]["p50_ms"], abs=0.001)
+    for side in ("off", "on"):
+        for mode in ("hybrid", "keyword", "vector"):
+            result = report["recall"][side][mode]
+            for k in report["params"]["k"]:
+                assert all(0 <= v <= 100 for v in result[f"recall@{k}"].values()), (side, mode)
+        assert report["checks"][f"query_cache_misses_{side}"] == 0  # query embedding excluded
+    for key, delta in report["recall_delta_points"].items():
+        mode, k = key.split("@")
+        off = report["recall"]["off"][mode][f"recall@{k}"]["overall"]
+        on = report["recall"]["on"][mode][f"recall@{k}"]["overall"]
+        assert delta == pytest.approx(on - off, abs=0.011), key
+    # the blind index finds evidence: keyword recall with encryption on is far above zero
+    assert report["recall"]["on"]["keyword"]["recall@10"]["overall"] > 20
+    # what Redis holds: ciphertext and a blind TAG index on, plaintext and BM25 text off
+    checks = report["checks"]
+    turns = report["params"]["turns"]
+    assert checks["on"]["memories"] == checks["off"]["memories"] == turns
+    assert checks["on"]["text_values_in_plaintext"] == 0
+    assert checks["off"]["text_values_in_plaintext"] == turns
+    assert "kw" in checks["on"]["index_attributes"]
+    assert "text" not in checks["on"]["index_attributes"]
+    assert "text" in checks["off"]["index_attributes"]
+    # the script dropped every index and key it made
+    indexes = [i.decode() for i in redis_client.execute_command("FT._LIST")]
+    assert not [i for i in indexes if i.startswith("bench_enc_")]
+    assert not list(redis_client.scan_iter(match="bench_enc_*", count=1000))
