@@ -47,3 +47,27 @@ def test_repr_shows_no_secret() -> None:
     assert "k" * 43 not in text
     assert "old-secret" not in text
     assert "index_name='memory_engine'" in text
+
+
+def test_encryption_and_backup_settings_from_the_environment(tmp_path: Path) -> None:
+    config = EngineConfig.from_env({
+        "MEMORY_ENGINE_MASTER_KEY_FILE": str(tmp_path / "k"),
+        "MEMORY_ENGINE_PREVIOUS_MASTER_KEYS": "old1, old2,",
+        "MEMORY_ENGINE_BACKUP_TO": "s3://bucket/prefix",
+        "MEMORY_ENGINE_BACKUP_INTERVAL": "3600",
+    })
+    assert config.master_key_file == tmp_path / "k"
+    assert config.previous_master_keys == ("old1", "old2")
+    assert config.backup_to == "s3://bucket/prefix"
+    assert config.backup_interval == 3600.0
+    assert config.encrypted
+    assert not EngineConfig().encrypted
+
+
+def test_one_master_key_source_only() -> None:
+    with pytest.raises(ConfigurationError, match="one master key source"):
+        EngineConfig(master_key="a", master_key_file=Path("/k"))
+    with pytest.raises(ConfigurationError, match="callable"):
+        EngineConfig(key_provider="not callable")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="backup_interval"):
+        EngineConfig(backup_interval=0)
