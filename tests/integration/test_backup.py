@@ -22,6 +22,7 @@ from memory_engine.cli import main as cli_main
 from memory_engine.embeddings import SentenceTransformerEmbedder
 from memory_engine.exceptions import BackupError, DataKeyMissingError
 from memory_engine.security import generate_master_key
+from tests.redis_state import raw_state
 from tests.s3_server import SeaweedS3
 
 pytestmark = pytest.mark.integration
@@ -52,21 +53,7 @@ def fill(engine: MemoryEngine) -> None:
 
 def state(client: redis.Redis, prefix: str) -> dict[bytes, Any]:
     """Every user key under ``prefix`` with its content (vectors included), no data keys."""
-    out: dict[bytes, Any] = {}
-    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-        if key.endswith(b":meta") or b":dek:" in key:
-            continue
-        kind = client.type(key)
-        if kind == b"hash":
-            out[key] = client.hgetall(key)
-        elif kind == b"string":
-            out[key] = client.get(key)
-        elif kind == b"zset":
-            out[key] = client.zrange(key, 0, -1, withscores=True)
-        else:
-            raise AssertionError(f"unexpected {kind!r} at {key!r}")
-        out[key] = (out[key], client.ttl(key) > 0)
-    return out
+    return raw_state(client, prefix, skip=(b":meta", b":dek:"), with_ttl=True)
 
 
 def results(engine: MemoryEngine, users: list[str]) -> dict[tuple[str, str, str], Any]:

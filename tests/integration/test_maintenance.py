@@ -31,6 +31,7 @@ from memory_engine import (
 )
 from memory_engine.embeddings import SentenceTransformerEmbedder
 from memory_engine.lifecycle.summarize import day
+from tests.redis_state import raw_state
 
 pytestmark = pytest.mark.integration
 
@@ -53,19 +54,6 @@ def turns(texts: list[str], session: str, start: float = OLD) -> list[NewMemory]
     return [NewMemory(text=t, session_id=session, created_at=start + 60 * i, name="Ana")
             for i, t in enumerate(texts)]
 
-
-def raw_state(client: redis.Redis, prefix: str) -> dict[bytes, object]:
-    """Every key under ``prefix`` with its full content (hash fields, vectors included)."""
-    out: dict[bytes, object] = {}
-    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-        kind = client.type(key)
-        if kind == b"hash":
-            out[key] = client.hgetall(key)
-        elif kind == b"string":
-            out[key] = client.get(key)
-        elif kind == b"zset":
-            out[key] = client.zrange(key, 0, -1, withscores=True)
-    return out
 
 
 def test_stale_turns_become_one_summary_per_topic_and_are_searchable(engine: MemoryEngine) -> None:
