@@ -56,18 +56,24 @@ def state(client: redis.Redis, prefix: str) -> dict[bytes, Any]:
     return raw_state(client, prefix, skip=(b":meta", b":dek:"), with_ttl=True)
 
 
-def results(engine: MemoryEngine, users: list[str]) -> dict[tuple[str, str, str], Any]:
+def results(
+    engine: MemoryEngine, users: list[str], *, exact: bool = False
+) -> dict[tuple[str, str, str], Any]:
     """Every mode's hits for ``users``: vector hits in order with their scores; keyword and
-    hybrid hits as the set returned. (RediSearch keeps the BM25 statistics of deleted
-    memories, index-wide and even past its garbage collector, so a BM25 score depends on
-    what was deleted before; a restored index has no such past.)"""
+    hybrid hits as the set returned, or in order with scores too with ``exact``.
+
+    RediSearch keeps the BM25 statistics of deleted memories, index-wide (and past its
+    garbage collector), so a BM25 score depends on what was deleted before; a restored index
+    has no such past. Between two indexes that never deleted anything, all of it must match.
+    """
     out: dict[tuple[str, str, str], Any] = {}
     for u in users:
         for q in QUERIES:
             for mode in ("keyword", "vector", "hybrid"):
                 hits = [(h.memory.id, h.memory.text, json.dumps(h.memory.metadata),
                          round(h.score, 6)) for h in engine.search(u, q, k=5, mode=mode, now=OLD)]
-                out[(u, q, mode)] = hits if mode == "vector" else sorted(h[:3] for h in hits)
+                keep_order = exact or mode == "vector"
+                out[(u, q, mode)] = hits if keep_order else sorted(h[:3] for h in hits)
     return out
 
 
@@ -131,6 +137,14 @@ def test_all_users_round_trip_is_identical(
     assert [t for _, t in engine.history_read("bob", "chat")] == [
         json.dumps({"said": USERS["bob"][0]})]
     assert engine.audit_trail("alice") == trail
+    # Once more from the restored state: every mode, in order, with every score.
+    exact = results(engine, list(USERS), exact=True)
+    engine.close()
+    wipe(redis_client, config, keep_data_keys=encrypted)
+    engine = _engine(config, minilm)
+    engine.restore(dest)
+    assert state(redis_client, config.key_prefix) == before  # before searches record recalls
+    assert results(engine, list(USERS), exact=True) == exact
     engine.close()
     redis_client.execute_command("FT.DROPINDEX", config.index_name, "DD")
 
