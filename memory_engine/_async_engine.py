@@ -35,6 +35,7 @@ from .exceptions import (
 )
 from .lifecycle import AuditEntry, LifecyclePolicy, Summarizer
 from .models import Kind, Memory, NewMemory, Role, SearchHit, SearchMode, Vector
+from .security import MasterKey
 from .store import AsyncMemoryStore
 from .store._access import AccessLog, TaskFlusher
 from .store._errors import redis_errors
@@ -333,6 +334,22 @@ class AsyncMemoryEngine(EngineBase):
         await asyncio.to_thread(target.put, f"{report.snapshot_id}/{backup.MANIFEST}", manifest)
         report.seconds = time.time() - started
         return report
+
+    async def start_backup(
+        self, to: str | os.PathLike[str], *, user_id: str | None = None
+    ) -> asyncio.Task[BackupReport]:
+        """``backup`` as a task of this loop; returns at once with the task."""
+        self._check_open()
+        return asyncio.get_running_loop().create_task(self.backup(to, user_id=user_id))
+
+    async def rotate_master_key(self, new_key: str | bytes) -> int:
+        """See ``MemoryEngine.rotate_master_key``."""
+        self._check_open()
+        sealer = self._core.sealer
+        if sealer is None:
+            raise InvalidArgumentError("encryption is off: there is no master key to rotate")
+        store = await self._ready()
+        return await store.rotate_master_key(sealer.rotation(MasterKey.parse(new_key)))
 
     async def start_backups(
         self, to: str | os.PathLike[str] | None = None, interval: float | None = None

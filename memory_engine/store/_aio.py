@@ -12,10 +12,12 @@ from redisvl.index import AsyncSearchIndex
 
 from ..models import Memory, Vector
 from ..retrieval._script import SEARCH, SEARCH_SHA
+from ..security import KeyChain
 from ._core import FETCH, StoreCore, keys_of
 from ._errors import is_missing_index, redis_errors
 from ._history import HistoryKeys, stored_messages, user_pattern_base
 from ._records import MEMORY_FIELDS, encode_tag
+from ._sync import SWAP
 
 
 class AsyncMemoryStore:
@@ -139,6 +141,25 @@ class AsyncMemoryStore:
             pipe.hdel(self.core.keys.recalls(user_id), memory_id)
             deleted, _ = await pipe.execute()
             return bool(deleted)
+
+    async def rotate_master_key(self, chain: KeyChain) -> int:
+        """See ``MemoryStore.rotate_master_key``."""
+        sealer = self.core.sealer
+        assert sealer is not None
+        rotated = 0
+        with redis_errors("rotate the master key"):
+            async for raw in self.client.scan_iter(match=f"{sealer.prefix}:dek:{{*", count=1000):
+                name = raw.decode() if isinstance(raw, bytes) else str(raw)
+                for _ in range(3):
+                    wrapped = await self.client.get(name)
+                    if wrapped is None:  # forgotten meanwhile
+                        break
+                    new = sealer.rewrapped(chain, name, wrapped)
+                    if await self.client.execute_command("EVAL", SWAP, 1, name, wrapped, new):
+                        rotated += 1
+                        break
+        sealer.chain = chain
+        return rotated
 
     async def forget_user(self, user_id: str) -> int:
         deleted = 0

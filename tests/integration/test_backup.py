@@ -292,6 +292,8 @@ def test_async_backup_restore_and_scheduled_backups(
             await scheduled.stop()
             assert scheduled.runs >= 2
             assert scheduled.failures == 0
+            task = await engine.start_backup(tmp_path / "task", user_id="alice")
+            assert [u.user_id for u in (await task).users] == ["alice"]
 
     asyncio.run(run())
     assert results(sync, list(USERS)) == hits

@@ -253,3 +253,28 @@ def test_rotating_the_master_key_rewraps_data_keys_only(
     key_file.chmod(0o644)
     assert cli_main(argv) == 2
     assert "chmod 600" in capsys.readouterr().err
+
+
+def test_async_twin_encrypts_and_rotates(
+    secure_config: EngineConfig, minilm: SentenceTransformerEmbedder, redis_client: redis.Redis
+) -> None:
+    import asyncio
+
+    from memory_engine import AsyncMemoryEngine
+
+    new_key = generate_master_key()
+
+    async def run() -> None:
+        async with AsyncMemoryEngine(secure_config, embedder=minilm) as engine:
+            memory = await engine.add("alice", "the async vault code is 4711")
+            key = f"{secure_config.key_prefix}:mem:{{alice}}:{memory.id}"
+            assert (await asyncio.to_thread(redis_client.hget, key, "text")).startswith(b"enc1:")
+            hits = await engine.search("alice", "vault code", mode="keyword")
+            assert [h.memory.text for h in hits] == ["the async vault code is 4711"]
+            assert await engine.rotate_master_key(new_key) == 1
+        async with AsyncMemoryEngine(secure_config.with_(master_key=new_key),
+                                     embedder=minilm) as rotated:
+            assert (await rotated.get("alice", memory.id)).text == "the async vault code is 4711"
+
+    asyncio.run(run())
+    redis_client.execute_command("FT.DROPINDEX", secure_config.index_name, "DD")
