@@ -278,3 +278,17 @@ def test_async_twin_encrypts_and_rotates(
 
     asyncio.run(run())
     redis_client.execute_command("FT.DROPINDEX", secure_config.index_name, "DD")
+
+
+def test_an_updated_memory_is_resealed_and_reindexed(
+    secure: MemoryEngine, redis_client: redis.Redis, secure_config: EngineConfig
+) -> None:
+    memory = secure.add("alice", "my favourite fruit is the mango", name="Alice")
+    key = f"{secure_config.key_prefix}:mem:{{alice}}:{memory.id}"
+    before = redis_client.hget(key, "kw")
+    secure.update("alice", memory.id, text="my favourite fruit is the durian")
+    assert redis_client.hget(key, "kw") != before
+    assert redis_client.hget(key, "text").startswith(b"enc1:")  # type: ignore[union-attr]
+    assert secure.get("alice", memory.id).text == "my favourite fruit is the durian"
+    assert [h.memory.id for h in secure.search("alice", "durian", mode="keyword")] == [memory.id]
+    assert secure.search("alice", "mango", mode="keyword") == []
