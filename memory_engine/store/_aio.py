@@ -50,11 +50,12 @@ class AsyncMemoryStore:
 
     async def unlock(self, user_id: str, *, create: bool) -> None:
         """Load the user's data key (with encryption on; otherwise nothing to do). With
-        ``create``, a user without one gets a new one (first writer wins); without, a user
-        whose key is gone stays locked and reading their encrypted data raises
-        ``DataKeyMissingError``."""
+        ``create`` (a write), the stored key is always read again, so a write never uses a
+        key another process has destroyed meanwhile; a user without one gets a new one
+        (first writer wins). Without (a read), a held key is used as is, and a user whose key
+        is gone stays locked: reading their encrypted data raises ``DataKeyMissingError``."""
         sealer = self.core.sealer
-        if sealer is None or sealer.unlocked(user_id):
+        if sealer is None or (sealer.unlocked(user_id) and not create):
             return
         name = sealer.key_name(user_id)
         with redis_errors("load a data key"):

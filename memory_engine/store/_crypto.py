@@ -55,6 +55,7 @@ class Sealer:
         self.chain = chain
         self.prefix = prefix
         self._ciphers: dict[str, tuple[ValueCipher, bytes]] = {}
+        self._wrapped: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
     # -- data keys ------------------------------------------------------------------------
@@ -69,13 +70,16 @@ class Sealer:
         """A fresh data key for ``user_id``, wrapped by the current master key."""
         return wrap_data_key(self.chain, encode_tag(user_id), new_data_key())
 
-    def adopt(self, user_id: str, wrapped: str | bytes) -> ValueCipher:
-        """Unwrap the user's stored data key and keep it for this engine's reads and writes."""
-        dek = unwrap_data_key(self.chain, encode_tag(user_id), wrapped)
-        cipher = ValueCipher(dek)
+    def adopt(self, user_id: str, wrapped: str | bytes) -> None:
+        """Unwrap the user's stored data key (unless it is the one already held) and keep it
+        for this engine's reads and writes."""
+        raw = wrapped.encode() if isinstance(wrapped, str) else bytes(wrapped)
+        if self._wrapped.get(user_id) == raw:
+            return
+        dek = unwrap_data_key(self.chain, encode_tag(user_id), raw)
         with self._lock:
-            self._ciphers[user_id] = (cipher, dek.blind_key)
-        return cipher
+            self._ciphers[user_id] = (ValueCipher(dek), dek.blind_key)
+            self._wrapped[user_id] = raw
 
     def rotation(self, new: MasterKey) -> KeyChain:
         """The key chain after rotating to ``new``: it wraps, every known key unwraps."""
@@ -91,6 +95,7 @@ class Sealer:
     def drop(self, user_id: str) -> None:
         with self._lock:
             self._ciphers.pop(user_id, None)
+            self._wrapped.pop(user_id, None)
 
     def cipher(self, user_id: str) -> ValueCipher:
         got = self._ciphers.get(user_id)

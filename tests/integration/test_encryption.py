@@ -292,3 +292,16 @@ def test_an_updated_memory_is_resealed_and_reindexed(
     assert secure.get("alice", memory.id).text == "my favourite fruit is the durian"
     assert [h.memory.id for h in secure.search("alice", "durian", mode="keyword")] == [memory.id]
     assert secure.search("alice", "mango", mode="keyword") == []
+
+
+def test_a_write_after_another_process_forgot_the_user_uses_a_new_key(
+    secure: MemoryEngine, secure_config: EngineConfig, minilm: SentenceTransformerEmbedder
+) -> None:
+    secure.add("alice", "before the forget")  # this engine now holds alice's data key
+    with MemoryEngine(secure_config, embedder=minilm) as other:
+        assert other.forget_user("alice") == 1
+    after = secure.add("alice", "after the forget")
+    with MemoryEngine(secure_config, embedder=minilm) as fresh:
+        assert fresh.get("alice", after.id).text == "after the forget"
+        assert [h.memory.text for h in fresh.search("alice", "forget", mode="keyword")] == [
+            "after the forget"]
