@@ -320,11 +320,12 @@ class AsyncMemoryEngine(EngineBase):
         store = await self._ready()
         started = time.time()
         report = BackupReport(target.describe(), backup.new_snapshot_id(started))
-        users = [uid] if uid is not None else await self._drive(backup.list_users(store.core))
+        users = [uid] if uid is not None else await self._drive(
+            backup.list_users(store.core), "list users to back up")
         with progress_bar(len(users), progress, "backing up") as bar:
             for user in users:
                 await store.unlock(user, create=False)
-                records = await self._drive(backup.read_user(store.core, user))
+                records = await self._drive(backup.read_user(store.core, user), "back up a user")
                 if records:
                     entry = await asyncio.to_thread(
                         _pack_and_put, store.core, target, report.snapshot_id, user, records)
@@ -393,13 +394,14 @@ class AsyncMemoryEngine(EngineBase):
                     bar.update(1)
                     continue
                 commands = backup.restore_commands(store.core, entry.user_id, records)
-                await self._drive(backup.replace_user(store.core, entry.user_id, commands))
+                await self._drive(backup.replace_user(store.core, entry.user_id, commands),
+                                  "restore a user")
                 report.restored.append(entry.user_id)
                 report.memories += entry.memories
                 bar.update(1)
         return report
 
-    async def _drive(self, steps: Steps[T]) -> T:
+    async def _drive(self, steps: Steps[T], action: str = "maintain memories") -> T:
         """See ``MemoryEngine._drive``: the same procedure, awaited."""
         store = await self._ready()
         reply: Any = None
@@ -410,7 +412,7 @@ class AsyncMemoryEngine(EngineBase):
                 result: T = done.value
                 return result
             if isinstance(step, _maintain.Call):
-                with redis_errors("maintain memories"):
+                with redis_errors(action):
                     pipe = store.client.pipeline(transaction=step.transaction)
                     for command in step.commands:
                         pipe.execute_command(*command)

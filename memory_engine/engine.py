@@ -384,11 +384,12 @@ class MemoryEngine(EngineBase):
         store = self._ready()
         started = time.time()
         report = BackupReport(target.describe(), backup.new_snapshot_id(started))
-        users = [uid] if uid is not None else self._drive(backup.list_users(store.core))
+        users = [uid] if uid is not None else self._drive(
+            backup.list_users(store.core), "list users to back up")
         with progress_bar(len(users), progress, "backing up") as bar:
             for user in users:
                 store.unlock(user, create=False)
-                records = self._drive(backup.read_user(store.core, user))
+                records = self._drive(backup.read_user(store.core, user), "back up a user")
                 if records:
                     blob, entry = backup.pack_user(store.core, report.snapshot_id, user, records)
                     target.put(entry.file, blob)
@@ -456,7 +457,8 @@ class MemoryEngine(EngineBase):
                     bar.update(1)
                     continue
                 commands = backup.restore_commands(store.core, entry.user_id, records)
-                self._drive(backup.replace_user(store.core, entry.user_id, commands))
+                self._drive(backup.replace_user(store.core, entry.user_id, commands),
+                            "restore a user")
                 report.restored.append(entry.user_id)
                 report.memories += entry.memories
                 bar.update(1)
@@ -473,7 +475,7 @@ class MemoryEngine(EngineBase):
             raise InvalidArgumentError("encryption is off: there is no master key to rotate")
         return self._ready().rotate_master_key(sealer.rotation(MasterKey.parse(new_key)))
 
-    def _drive(self, steps: Steps[T]) -> T:
+    def _drive(self, steps: Steps[T], action: str = "maintain memories") -> T:
         """Run a maintenance procedure's steps on this engine's client, model and summarizer."""
         store = self._ready()
         reply: Any = None
@@ -484,7 +486,7 @@ class MemoryEngine(EngineBase):
                 result: T = done.value
                 return result
             if isinstance(step, _maintain.Call):
-                with redis_errors("maintain memories"):
+                with redis_errors(action):
                     pipe = store.client.pipeline(transaction=step.transaction)
                     for command in step.commands:
                         pipe.execute_command(*command)
