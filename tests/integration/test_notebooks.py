@@ -58,12 +58,25 @@ _EXPECTED_TEXT: dict[str, list[re.Pattern[str]]] = {
                    re.MULTILINE),
         re.compile(r"^deleted 10 memories of nb_user$", re.MULTILINE),
     ],
+    "04_privacy_and_backups.ipynb": [
+        re.compile(r"^stored text is ciphertext; every mode finds it$", re.MULTILINE),
+        re.compile(r"^alice's memory: \d+ digests; bob's: \d+; shared: 0 ", re.MULTILINE),
+        re.compile(r"^tampered value refused: DecryptionError$", re.MULTILINE),
+        re.compile(r"^snapshot \S+: 2 users, 3 memories, \d+ bytes, encrypted=True$",
+                   re.MULTILINE),
+        re.compile(r"^restored: \['bob'\]$", re.MULTILINE),
+        re.compile(r"^not restored: alice: .*cannot be decrypted$", re.MULTILINE),
+        re.compile(r"^alice now has 0 memories; bob has 1$", re.MULTILINE),
+        re.compile(r"^deleted 1 memories of bob$", re.MULTILINE),
+    ],
 }
 _EXPECTED_IMAGES = {
     "01_quickstart.ipynb": 1, "02_recall_and_decay.ipynb": 2, "03_lifecycle.ipynb": 3,
+    "04_privacy_and_backups.ipynb": 0,
 }
 # Notebooks that must have written to the engine (so the test index must exist after them).
-_USES_ENGINE = {"01_quickstart.ipynb", "02_recall_and_decay.ipynb", "03_lifecycle.ipynb"}
+_USES_ENGINE = {"01_quickstart.ipynb", "02_recall_and_decay.ipynb", "03_lifecycle.ipynb",
+                "04_privacy_and_backups.ipynb"}
 
 
 def _stream_text(nb: nbformat.NotebookNode) -> str:
