@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Sequence
 from typing import Any
 
 from ..exceptions import DataKeyMissingError, DecryptionError
@@ -174,8 +173,3 @@ class Sealer:
 
     def open_text(self, user_id: str, record: str, kind: str, token: str | bytes) -> str:
         return self.open(user_id, record, kind, token)
-
-    def open_many(
-        self, user_id: str, record: str, kind: str, tokens: Sequence[str | bytes]
-    ) -> list[str]:
-        return [self.open(user_id, record, kind, t) for t in tokens]
