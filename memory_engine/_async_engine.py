@@ -19,7 +19,7 @@ from . import _validation as check
 from ._core import PreparedWrite
 from ._engine_base import WRITE_LATER_BATCH, EngineBase, new_item, progress_bar
 from ._maintain import MaintenanceReport, Steps, T, UndoResult
-from ._maintainer import TaskMaintainer, check_interval
+from ._maintainer import TaskMaintainer
 from ._redis_setup import redact, search_module_error
 from ._targets import Target, open_target
 from ._writer import TaskWriter
@@ -27,7 +27,6 @@ from .backup import BackupReport, RestoreReport
 from .config import EngineConfig
 from .embeddings import Embedder
 from .exceptions import (
-    BackupError,
     DataKeyMissingError,
     InvalidArgumentError,
     MemoryNotFoundError,
@@ -357,12 +356,7 @@ class AsyncMemoryEngine(EngineBase):
     ) -> TaskMaintainer:
         """See ``MemoryEngine.start_backups``: an asyncio task of this loop."""
         self._check_open()
-        dest = to if to is not None else self.config.backup_to
-        if dest is None:
-            raise InvalidArgumentError("no backup destination: pass `to` or set backup_to "
-                                       "(MEMORY_ENGINE_BACKUP_TO)")
-        open_target(dest)
-        every = check_interval(self.config.backup_interval if interval is None else interval)
+        dest, every = backup.schedule(self.config, to, interval)
         maintainer = TaskMaintainer(lambda: self.backup(dest), every)
         self._maintainers.append(maintainer)
         return maintainer
@@ -377,11 +371,7 @@ class AsyncMemoryEngine(EngineBase):
         target = open_target(source)
         store = await self._ready()
         snap_id, entries = await asyncio.to_thread(
-            backup.open_snapshot, store.core, target, snapshot)
-        if uid is not None:
-            entries = [e for e in entries if e.user_id == uid]
-            if not entries:
-                raise BackupError(f"snapshot {snap_id} in {target.describe()} has no user {uid!r}")
+            backup.open_snapshot, store.core, target, snapshot, uid)
         report = RestoreReport(target.describe(), snap_id)
         with progress_bar(len(entries), progress, "restoring") as bar:
             for entry in entries:

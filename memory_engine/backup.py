@@ -28,8 +28,10 @@ from importlib.metadata import version as _version
 from typing import Any
 
 from ._maintain import Call, Steps
-from ._targets import Target
-from .exceptions import BackupError, DataKeyMissingError
+from ._maintainer import check_interval
+from ._targets import Target, open_target
+from .config import EngineConfig
+from .exceptions import BackupError, DataKeyMissingError, InvalidArgumentError
 from .store import SCHEMA_VERSION, StoreCore, decode_tag, encode_tag
 from .store._crypto import data_key_name
 
@@ -368,21 +370,40 @@ def latest_snapshot(names: Sequence[str]) -> str | None:
 
 
 def open_snapshot(
-    store: StoreCore, target: Target, snapshot: str | None
+    store: StoreCore, target: Target, snapshot: str | None, user_id: str | None = None
 ) -> tuple[str, list[UserSnapshot]]:
-    """The chosen (default: the newest complete) snapshot in ``target``: its id and user
-    entries, manifest checked (``read_manifest``)."""
+    """The chosen (default: the newest complete) snapshot in ``target``: its id and the
+    entries of every user, or of ``user_id`` only, manifest checked (``read_manifest``)."""
     snap_id = snapshot if snapshot is not None else latest_snapshot(target.list())
     if snap_id is None:
         raise BackupError(f"no snapshot in {target.describe()}")
     name = f"{snap_id}/{MANIFEST}"
     if not target.exists(name):
         raise BackupError(f"no snapshot {snap_id!r} in {target.describe()}")
-    return read_manifest(store, target.get(name), f"{target.describe()}/{name}")
+    snap_id, entries = read_manifest(store, target.get(name), f"{target.describe()}/{name}")
+    if user_id is not None:
+        entries = [e for e in entries if e.user_id == user_id]
+        if not entries:
+            raise BackupError(
+                f"snapshot {snap_id} in {target.describe()} has no user {user_id!r}")
+    return snap_id, entries
+
+
+def schedule(
+    config: EngineConfig, to: str | os.PathLike[str] | None, interval: float | None
+) -> tuple[str | os.PathLike[str], float]:
+    """Where and how often ``start_backups`` writes (defaults from ``config``), checked now
+    so a malformed destination fails in the caller, not in the background."""
+    dest = to if to is not None else config.backup_to
+    if dest is None:
+        raise InvalidArgumentError("no backup destination: pass `to` or set backup_to "
+                                   "(MEMORY_ENGINE_BACKUP_TO)")
+    open_target(dest)
+    return dest, check_interval(config.backup_interval if interval is None else interval)
 
 
 __all__ = [
     "BackupReport", "RestoreReport", "UserSnapshot", "data_key_name", "latest_snapshot",
     "list_users", "manifest", "new_snapshot_id", "open_snapshot", "pack_user", "read_manifest",
-    "read_user", "replace_user", "restore_commands", "unpack_user",
+    "read_user", "replace_user", "restore_commands", "schedule", "unpack_user",
 ]

@@ -25,7 +25,7 @@ from . import _validation as check
 from ._async_engine import AsyncMemoryEngine  # the twin, re-exported here
 from ._engine_base import WRITE_LATER_BATCH, EngineBase, new_item, progress_bar
 from ._maintain import MaintenanceReport, Steps, T, UndoResult
-from ._maintainer import ThreadMaintainer, check_interval
+from ._maintainer import ThreadMaintainer
 from ._redis_setup import check_search_module, redact
 from ._targets import open_target
 from ._writer import BackgroundWriter
@@ -33,7 +33,6 @@ from .backup import BackupReport, RestoreReport
 from .config import EngineConfig
 from .embeddings import Embedder
 from .exceptions import (
-    BackupError,
     DataKeyMissingError,
     InvalidArgumentError,
     MemoryNotFoundError,
@@ -417,12 +416,7 @@ class MemoryEngine(EngineBase):
         seconds (default ``config.backup_interval``) on a background thread, until
         ``stop()`` or ``close()``. A failed run is logged and retried at the next one."""
         self._check_open()
-        dest = to if to is not None else self.config.backup_to
-        if dest is None:
-            raise InvalidArgumentError("no backup destination: pass `to` or set backup_to "
-                                       "(MEMORY_ENGINE_BACKUP_TO)")
-        open_target(dest)  # a malformed destination fails now, not in the thread
-        every = check_interval(self.config.backup_interval if interval is None else interval)
+        dest, every = backup.schedule(self.config, to, interval)
         maintainer = ThreadMaintainer(lambda: self.backup(dest), every)
         self._maintainers.append(maintainer)
         return maintainer
@@ -441,11 +435,7 @@ class MemoryEngine(EngineBase):
         uid = None if user_id is None else check.user_id(user_id)
         target = open_target(source)
         store = self._ready()
-        snap_id, entries = backup.open_snapshot(store.core, target, snapshot)
-        if uid is not None:
-            entries = [e for e in entries if e.user_id == uid]
-            if not entries:
-                raise BackupError(f"snapshot {snap_id} in {target.describe()} has no user {uid!r}")
+        snap_id, entries = backup.open_snapshot(store.core, target, snapshot, uid)
         report = RestoreReport(target.describe(), snap_id)
         with progress_bar(len(entries), progress, "restoring") as bar:
             for entry in entries:
