@@ -38,6 +38,11 @@ ROWS: list[tuple[str, dict[str, str], str, list[str]]] = [
     ("context credit 0.3", {"MEMORY_ENGINE_CONTEXT_CREDIT": "0.3"}, "hybrid", []),
     ("context credit 0.7", {"MEMORY_ENGINE_CONTEXT_CREDIT": "0.7"}, "hybrid", []),
     ("100 candidates", {"MEMORY_ENGINE_HYBRID_CANDIDATES": "100"}, "hybrid", []),
+    # Searches with k=10 (the others use k=50, which fetches 50 candidates whatever the
+    # default): the candidate depth a k=5 or k=10 search gets by default, against deeper.
+    ("k=10: 20 candidates (default)", {}, "hybrid", ["--k", "5", "10"]),
+    ("k=10: 50 candidates", {"MEMORY_ENGINE_HYBRID_CANDIDATES": "50"}, "hybrid",
+     ["--k", "5", "10"]),
     ("decay 0.1", {}, "hybrid+decay", ["--decay-weight", "0.1"]),
     ("decay 0.2", {}, "hybrid+decay", ["--decay-weight", "0.2"]),
     ("decay 0.5", {}, "hybrid+decay", ["--decay-weight", "0.5"]),

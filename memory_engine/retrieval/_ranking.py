@@ -26,8 +26,8 @@ class Fusion(StrEnum):
 class Candidate(NamedTuple):
     """What ranking needs to know about one memory a search command returned.
 
-    Search commands return only these fields, not whole memories: ranking sees 50 + 50
-    candidates, and only the final ``k`` are read in full. ``text`` is filled only when
+    Search commands return only these fields, not whole memories: ranking sees 20 + 20
+    candidates (at k=10), and only the final ``k`` are read in full. ``text`` is filled only when
     de-duplication needs it, the decay inputs only when decay is on. (A named tuple: a
     search builds a hundred of them, and a frozen dataclass is several times slower to make.)
     """
