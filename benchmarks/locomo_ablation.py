@@ -7,7 +7,7 @@ would configure it. Writes one JSON (``--out``) with recall@k of every row and p
 Run::
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/locomo_ablation.py \\
-        --data ../shared/data/locomo_dev.json
+        --data ../shared/data/locomo_dev.json [--rows NAME ...] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -66,9 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "locomo_ablation.json")
+    parser.add_argument("--rows", nargs="+", metavar="NAME", choices=[r[0] for r in ROWS],
+                        help="run only these rows (default: all)")
     args = parser.parse_args(argv)
     rows = []
     for name, env, mode, extra in ROWS:
+        if args.rows and name not in args.rows:
+            continue
         result = run_row(args.data, env, mode, extra)
         recall = {k: v["overall"] for k, v in result.items() if k.startswith("recall@")}
         rows.append({"name": name, "env": env, "mode": mode, "args": extra, "recall": recall,
