@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -31,12 +32,14 @@ MEMORY_FIELDS = (
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def encode_tag(value: str) -> str:
     """Injective, TAG- and key-safe form of a user or session id.
 
     Percent-encoding leaves only ``[A-Za-z0-9_.~%-]``: no TAG separator, no whitespace for
     RediSearch to trim, no brace to break the cluster hash tag, no glob character for SCAN.
-    Combined with a case-sensitive TAG field, two different ids never share a tag.
+    Combined with a case-sensitive TAG field, two different ids never share a tag. (Cached:
+    a search builds several keys and a filter of the same user.)
     """
     return quote(value, safe="")
 
@@ -178,9 +181,15 @@ def from_values(
     """A Memory from HMGET values of ``MEMORY_FIELDS`` (None when the hash does not exist),
     with its recall side-hash entry folded in and, with encryption on, its sealed fields
     opened by ``sealer``. The search path's final read: one pass, no copies."""
-    if all(v is None for v in values):
-        return None
-    decoded = [v.decode() if type(v) is bytes else ("" if v is None else str(v)) for v in values]
+    if None in values:
+        if all(v is None for v in values):
+            return None
+        decoded = [_decoded(v) for v in values]
+    else:
+        try:  # every field is written with every memory: the usual case, all bytes
+            decoded = [v.decode() for v in values]
+        except AttributeError:  # a client that decodes replies itself
+            decoded = [_decoded(v) for v in values]
     if sealer is not None:
         sealer.open_row(memory_id, decoded)
     return _memory(memory_id, decoded, stat)
@@ -222,9 +231,17 @@ def _memory(memory_id: str, values: Sequence[str], stat: bytes | str | None) -> 
     (user_id, session, kind, role, name, text, created_at, last_accessed, access_count,
      importance, metadata, replaces, previous_id, summary) = values
     try:
-        recalled = recall_stat(stat) or (0, 0.0)
-        summary_of = json.loads(summary) if summary else {}
-        span = summary_of.get("span")
+        accessed, count = float(last_accessed), int(float(access_count))
+        if stat:
+            recalls, last = recall_stat(stat) or (0, 0.0)
+            accessed, count = max(accessed, last), count + recalls
+        sessions: tuple[str, ...] = ()
+        span = None
+        if summary:  # only summaries carry it
+            summary_of = json.loads(summary)
+            sessions = tuple(summary_of.get("sessions", ()))
+            if bounds := summary_of.get("span"):
+                span = (float(bounds[0]), float(bounds[1]))
         return Memory(
             id=memory_id,
             user_id=unquote(user_id) if "%" in user_id else user_id,
@@ -234,14 +251,14 @@ def _memory(memory_id: str, values: Sequence[str], stat: bytes | str | None) -> 
             role=_ROLES[role] if role else None,
             name=name or None,
             created_at=float(created_at),
-            last_accessed=max(float(last_accessed), recalled[1]),
-            access_count=int(float(access_count)) + recalled[0],
+            last_accessed=accessed,
+            access_count=count,
             importance=float(importance),
             metadata=json.loads(metadata) if metadata and metadata != "{}" else {},
             replaces=tuple(json.loads(replaces)) if replaces else (),
             previous_id=previous_id or None,
-            replaced_sessions=tuple(summary_of.get("sessions", ())),
-            replaced_span=(float(span[0]), float(span[1])) if span else None,
+            replaced_sessions=sessions,
+            replaced_span=span,
         )
     except (KeyError, ValueError) as exc:
         raise StoreError(f"memory {memory_id} is stored in an unreadable form: {exc}") from exc
