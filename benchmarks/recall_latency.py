@@ -3,13 +3,18 @@
 What it measures, in one run against one index, each over the same list of (user, query)
 pairs, after a warmup, one client, ``time.perf_counter`` around every call:
 
-* ``raw_knn``, ``raw_bm25``, ``raw_hybrid`` - the FT.SEARCH commands the engine itself sends
-  for vector, keyword and hybrid search (built by its own planner: same filter, same candidate
-  depth), sent with a plain redis-py client; ``raw_hybrid`` pipelines its two commands in one
-  round trip, as the engine does. Redis round trip and server time only: the floor. The
+* ``raw_knn``, ``raw_bm25``, ``raw_count`` - the FT.SEARCH commands the engine itself sends
+  (built by its own planner, ``EngineCore.sent_commands``: same filter, same candidate depth),
+  each sent alone with a plain redis-py client. A vector search first counts the memories its
+  filter matches (``raw_count``) and, at or under ``exact_search_limit``, sends the exact KNN
+  query in place of the HNSW one, so ``raw_knn`` is whichever of the two the engine sends for
+  that user. A hybrid search sends all three, a vector search ``raw_count`` and ``raw_knn``,
+  a keyword search ``raw_bm25``. Redis round trip and server time only: the floor. The
   commands return only what ranking reads (a few fields per candidate, not whole memories).
+  ``hybrid_over_raw_calls_p50`` is hybrid's p50 over the sum of its three calls' p50s.
+* ``raw_hybrid`` - the three hybrid commands pipelined in one round trip, sent the same way.
 * ``raw_hybrid_all`` - every Redis call one hybrid search makes, sent with the same plain
-  client: the engine's search script (``EVALSHA``), which runs the two ``raw_hybrid``
+  client: the engine's search script (``EVALSHA``), which runs the three ``raw_hybrid``
   commands inside Redis, ranks their candidates and reads the final k memories and their
   recall counts. One round trip, as the engine makes; the difference to ``raw_hybrid`` is
   what the script itself costs Redis.
@@ -87,6 +92,7 @@ from memory_engine import (
     NewMemory,
     SentenceTransformerEmbedder,
 )
+from memory_engine.retrieval._queries import count_command
 from memory_engine.retrieval._script import SEARCH, SEARCH_SHA
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -388,13 +394,17 @@ def run_measurements(
     planner, same candidate depth), so ``raw_*`` is the floor under the engine's calls.
     """
     raw: dict[str, list[list[list[object]]]] = {"vector": [], "keyword": [], "hybrid": []}
+    core = engine._core
     for user, text in tqdm(queries, desc="embed queries", unit="q", file=sys.stderr):
         vector = engine.embedder.embed_query(text)  # also fills the engine's query cache
         for mode in raw:
-            plan = engine._core.plan_search(user, text, k=k, mode=mode, clock=time.time())
-            raw[mode].append(engine._core.search_commands(plan, vector))
-    if any(len(cmds) != 2 for cmds in raw["hybrid"]):
-        raise ValueError("a query has no searchable word for the keyword half")
+            plan = core.plan_search(user, text, k=k, mode=mode, clock=time.time())
+            count = count_command(engine.config.index_name, plan.request)
+            matches = int(client.execute_command(*count)[0])
+            raw[mode].append(core.sent_commands(plan, vector, matches))
+    if any(len(cmds) != 3 for cmds in raw["hybrid"]):
+        raise ValueError("a query has no searchable word for the keyword half, or the "
+                         "engine's vector search does not count first (exact_search_limit=0)")
 
     def search(eng: MemoryEngine, user: str, text: str, mode: str) -> Callable[[], object]:
         return functools.partial(eng.search, user, text, k=k, mode=mode)
@@ -407,14 +417,15 @@ def run_measurements(
             return pipe.execute()
         return call
 
-    core, script_args = engine._core, []
+    script_args = []
     client.script_load(SEARCH)
     for user, text in queries:  # the engine's whole call: its search script and arguments
         plan = core.plan_search(user, text, k=k, mode="hybrid", clock=time.time())
         script_args.append(core.search_args(plan, engine.embedder.embed_query(text)))
     calls: dict[str, list[Callable[[], object]]] = {
-        "raw_knn": [functools.partial(client.execute_command, *c[0]) for c in raw["vector"]],
+        "raw_knn": [functools.partial(client.execute_command, *c[-1]) for c in raw["vector"]],
         "raw_bm25": [functools.partial(client.execute_command, *c[0]) for c in raw["keyword"]],
+        "raw_count": [functools.partial(client.execute_command, *c[0]) for c in raw["vector"]],
         "raw_hybrid": [pipelined(c) for c in raw["hybrid"]],
         "raw_hybrid_all": [functools.partial(client.execute_command, "EVALSHA", SEARCH_SHA, *a)
                            for a in script_args],
@@ -438,8 +449,9 @@ def run_measurements(
         else:
             results.append(with_cache_rate(
                 cached, functools.partial(measure, name, loop, warmup)))
-    order = ["raw_knn", "raw_bm25", "raw_hybrid", "raw_hybrid_all", "vector", "keyword", "hybrid",
-             "vector_e2e", "hybrid_e2e", "query_embedding", "query_embedding_torch"]
+    order = ["raw_knn", "raw_bm25", "raw_count", "raw_hybrid", "raw_hybrid_all", "vector",
+             "keyword", "hybrid", "vector_e2e", "hybrid_e2e", "query_embedding",
+             "query_embedding_torch"]
     results.sort(key=lambda m: order.index(m.name))
     return results, consistency(engine, client, queries, raw, k)
 
@@ -493,6 +505,9 @@ def ratios(results: Sequence[dict[str, Any]]) -> dict[str, float]:
     p50 = {r["name"]: r["p50_ms"] for r in results if r["clients"] == 1}
     p99 = {r["name"]: r["p99_ms"] for r in results if r["clients"] == 1}
     return {
+        "hybrid_over_raw_calls_p50": round(
+            p50["hybrid"] / (p50["raw_count"] + p50["raw_bm25"] + p50["raw_knn"]), 3),
+        "vector_over_raw_calls_p50": round(p50["vector"] / (p50["raw_count"] + p50["raw_knn"]), 3),
         "vector_over_raw_knn_p50": round(p50["vector"] / p50["raw_knn"], 3),
         "keyword_over_raw_bm25_p50": round(p50["keyword"] / p50["raw_bm25"], 3),
         "hybrid_over_raw_hybrid_p50": round(p50["hybrid"] / p50["raw_hybrid"], 3),

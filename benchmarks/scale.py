@@ -4,7 +4,9 @@ Each point is a fresh index holding ``recall_latency.py``'s synthetic corpus (cl
 384-d vectors, shared-vocabulary text, written through ``add_many`` with precomputed
 vectors). At each point, for the same kind of queries (embedded once, cached):
 
-* ``raw_knn``: the engine's own KNN ``FT.SEARCH`` (user filter, k=10), the floor;
+* ``raw_knn``: the engine's own KNN ``FT.SEARCH`` (user filter, k=10), the floor: the exact
+  query when the user has at most ``exact_search_limit`` memories, else the HNSW one, as
+  the engine sends it (``EngineCore.sent_commands``);
 * ``vector`` and ``hybrid``: ``MemoryEngine.search`` (query embedding excluded);
 * vector recall@10 against exact search: the engine's vector hits against a brute-force
   cosine top 10 over the same user's vectors (numpy), with the configured HNSW parameters;
@@ -46,6 +48,7 @@ from _common import (
 from recall_latency import WRITE_CHUNK, make_corpus, make_queries, user_memories
 
 from memory_engine import MemoryEngine
+from memory_engine.retrieval._queries import count_command
 
 K = 10
 
@@ -94,7 +97,9 @@ def run_point(
         raw = []
         for user, text in asked:
             plan = core.plan_search(user, text, k=K, mode="vector", clock=time.time())
-            raw.append(core.search_commands(plan, vectors[text])[0])
+            matches = int(client.execute_command(
+                *count_command(engine.config.index_name, plan.request))[0])
+            raw.append(core.sent_commands(plan, vectors[text], matches)[-1])
         calls = {
             "raw_knn": [functools.partial(client.execute_command, *c) for c in raw],
             "vector": [functools.partial(engine.search, u, t, k=K, mode="vector")

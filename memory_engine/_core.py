@@ -25,6 +25,7 @@ from .retrieval._queries import (
     QUESTION_WORDS,
     RANK_FIELDS,
     SearchRequest,
+    count_command,
     exact_vector_query,
     filter_text,
     keyword_command,
@@ -335,6 +336,24 @@ class EngineCore:
                 name, req, vector, ef_runtime=self.config.hnsw_ef_runtime, n=n, fields=fields,
             ))
         return commands
+
+    def sent_commands(
+        self, plan: SearchPlan, vector: Vector | None, matches: int
+    ) -> list[list[object]]:
+        """The FT.SEARCH commands the search script sends for this plan when its filter
+        matches ``matches`` memories: the keyword search, then, for a vector search, the
+        count and the vector search (exact when ``matches`` is at most
+        ``exact_search_limit``). What a benchmark replays as the raw floor."""
+        commands = self.search_commands(plan, vector)
+        if plan.request.mode is SearchMode.KEYWORD or not commands:
+            return commands
+        limit = self.config.exact_search_limit
+        vector_cmd = list(commands.pop())
+        if limit > 0:
+            commands.append(count_command(self.store_core.index_name, plan.request))
+            if matches <= limit:
+                vector_cmd[2] = exact_vector_query(plan.request, plan.candidates)
+        return [*commands, vector_cmd]
 
     def search_args(self, plan: SearchPlan, vector: Vector | None) -> list[object] | None:
         """The search script's arguments (after its hash) for this plan, or None when there

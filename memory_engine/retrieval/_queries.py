@@ -107,6 +107,13 @@ def vector_command(
     ]
 
 
+def count_command(index_name: str, req: SearchRequest) -> list[object]:
+    """FT.SEARCH counting the memories the filter matches (no documents returned): what the
+    search script runs before a vector search to choose exact search (see
+    ``retrieval._script.SEARCH``, which sends exactly this)."""
+    return ["FT.SEARCH", index_name, filter_text(req), "NOCONTENT", "LIMIT", 0, 0, "DIALECT", 2]
+
+
 def exact_vector_query(req: SearchRequest, n: int) -> str:
     """The query of :func:`vector_command` comparing the query vector with every memory the
     filter matches (``HYBRID_POLICY ADHOC_BF``) instead of walking the HNSW graph."""

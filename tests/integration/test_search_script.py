@@ -23,6 +23,7 @@ import redis
 from memory_engine import EngineConfig, MemoryEngine, NewMemory, SearchMode
 from memory_engine.embeddings import SentenceTransformerEmbedder
 from memory_engine.exceptions import StoreError
+from memory_engine.retrieval._queries import count_command
 from memory_engine.retrieval._ranking import Ranked
 from memory_engine.retrieval._results import keyword_candidates, vector_candidates
 from memory_engine.retrieval._script import SEARCH, read_reply
@@ -81,15 +82,20 @@ NOW = 2.1e9
 def reference(
     engine: MemoryEngine, client: redis.Redis, query: str, **options: Any
 ) -> list[Ranked]:
-    """The ranking the engine promises: its own FT.SEARCH commands, sent by the client, the
-    replies ranked by ``rank`` (with every candidate's recall entry when decay is on)."""
+    """The ranking the engine promises: the FT.SEARCH commands its script sends
+    (``sent_commands``), sent by the client, the replies ranked by ``rank`` (with every
+    candidate's recall entry when decay is on)."""
     core = engine._core
     plan = core.plan_search(USER, query, clock=NOW, now=NOW, **options)
     vector = engine.embedder.embed_query(query) if core.needs_vector(plan) else None
-    replies = [client.execute_command(*c) for c in core.search_commands(plan, vector)]
+    count = count_command(core.store_core.index_name, plan.request)
+    matches = int(client.execute_command(*count)[0])
+    replies = [client.execute_command(*c) for c in core.sent_commands(plan, vector, matches)]
     owner = core.store_core.keys.memory(USER, "")
     searched = plan.request.mode is not SearchMode.KEYWORD
     vec = vector_candidates(replies.pop(), owner) if searched else []
+    if searched:  # the count the script runs before the vector search
+        assert replies.pop() == [matches]
     kw = keyword_candidates(replies.pop(), owner) if replies else []
     stats = None
     if plan.options.decay_weight > 0:
@@ -153,6 +159,33 @@ def test_a_missed_guess_is_read_in_a_second_step(
         assert [h.memory.id for h in hits] == [r.id for r in expected]
         assert all(h.memory.text and h.memory.user_id == USER for h in hits)
     assert missed > 0
+
+
+def test_sent_commands_choose_exact_search_as_the_script_does(
+    locomo: tuple[MemoryEngine, list[str]],
+) -> None:
+    """``sent_commands`` (the raw floor the latency benchmark replays) counts before a vector
+    search, then sends the exact query at or under ``exact_search_limit`` and the HNSW one
+    above it, as the script does."""
+    engine, questions = locomo
+    core = engine._core
+    plan = core.plan_search(USER, questions[0], k=10, mode="hybrid", clock=NOW, now=NOW)
+    vector = engine.embedder.embed_query(questions[0])
+    limit = engine.config.exact_search_limit
+    keyword, count, exact = core.sent_commands(plan, vector, limit)
+    assert keyword[0] == count[0] == exact[0] == "FT.SEARCH"
+    assert "WITHSCORES" in keyword
+    assert "NOCONTENT" in count
+    assert "ADHOC_BF" in str(exact[2])
+    assert "EF_RUNTIME" not in str(exact[2])
+    *_, approximate = core.sent_commands(plan, vector, limit + 1)
+    assert "EF_RUNTIME" in str(approximate[2])
+    assert "ADHOC_BF" not in str(approximate[2])
+    assert exact[3:] == approximate[3:]  # same vector, candidates and fields
+    vector_plan = core.plan_search(USER, questions[0], k=10, mode="vector", clock=NOW, now=NOW)
+    assert [c[0] for c in core.sent_commands(vector_plan, vector, 5)] == ["FT.SEARCH"] * 2
+    keyword_plan = core.plan_search(USER, questions[0], k=10, mode="keyword", clock=NOW, now=NOW)
+    assert len(core.sent_commands(keyword_plan, None, 5)) == 1
 
 
 def test_hits_carry_the_recall_counts(locomo: tuple[MemoryEngine, list[str]]) -> None:
