@@ -5,17 +5,18 @@ indexed hash, which RediSearch would re-index on every write.
 
 A search only appends to an in-memory ``AccessLog``; a background flusher (a thread for the
 blocking engine, a task for the asyncio one) drains it every ``interval`` seconds, or sooner
-when it fills, with one EVAL per user. A memory deleted in between is skipped, never
-recreated half-empty.
+when it fills, with one EVAL per user, ``FLUSH_CHUNK`` EVALs per round trip. A memory
+deleted in between is skipped, never recreated half-empty.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from ..exceptions import MemoryEngineError
 from ._records import KeySpace
@@ -45,6 +46,17 @@ return #KEYS - 1
 """
 
 Command = list[object]
+# EVALs per round trip when flushing. A full log (``max_pending`` recalls) can hold one EVAL
+# per user for a thousand users; sent as one pipeline they would hold Redis (~30 us each) for
+# tens of milliseconds while every search waits, so they go a few at a time, each chunk built
+# only when the last is sent, and searches run in between.
+FLUSH_CHUNK = 8
+
+
+def chunks(commands: Iterator[Command], size: int = FLUSH_CHUNK) -> Iterator[list[Command]]:
+    """``commands`` ``size`` at a time, each chunk built only when the previous one is sent."""
+    while chunk := list(itertools.islice(commands, size)):
+        yield chunk
 
 
 class AccessLog:
@@ -70,20 +82,31 @@ class AccessLog:
 
     def drain(self) -> list[Command]:
         """The EVAL commands for everything pending, which is then cleared."""
+        return list(self.drain_lazily())
+
+    def drain_lazily(self) -> Iterator[Command]:
+        """:meth:`drain`, clearing the log now but building each command only when it is
+        asked for (a flush builds a chunk, sends it, then builds the next, so it never holds
+        the GIL for long while searches wait on it)."""
         with self._lock:
             pending, self._pending, self._size = self._pending, {}, 0
-        commands: list[Command] = []
-        for user_id, seen in pending.items():
-            keys = [self._keys.recalls(user_id)]
-            args: list[object] = []
-            for memory_id, (count, last) in seen.items():
-                keys.append(self._keys.memory(user_id, memory_id))
-                args += [memory_id, count, repr(last)]
-            commands.append(["EVAL", RECORD_ACCESS, len(keys), *keys, *args])
-        return commands
+        return (self._command(user_id, seen) for user_id, seen in pending.items())
+
+    def _command(self, user_id: str, seen: dict[str, tuple[int, float]]) -> Command:
+        keys = [self._keys.recalls(user_id)]
+        args: list[object] = []
+        for memory_id, (count, last) in seen.items():
+            keys.append(self._keys.memory(user_id, memory_id))
+            args += [memory_id, count, repr(last)]
+        return ["EVAL", RECORD_ACCESS, len(keys), *keys, *args]
 
     def __len__(self) -> int:
         return self._size
+
+
+def _lost(users: int, exc: MemoryEngineError) -> None:
+    """Log the recall writes given up on: one chunk failed, and the rest are not tried."""
+    log.warning("memory-engine: could not record the recalls of %d users: %s", users, exc)
 
 
 class ThreadFlusher:
@@ -111,14 +134,14 @@ class ThreadFlusher:
         """Write everything pending now, in the calling thread; when it returns, every
         recall recorded before the call is in Redis."""
         with self._writing:
-            commands = self._access.drain()
-            if commands:
+            commands = self._access.drain_lazily()
+            for chunk in chunks(commands):
                 try:
-                    self._run(commands)
+                    self._run(chunk)
                 except MemoryEngineError as exc:  # a lost recall count must not break searches
                     self.failures += 1
-                    log.warning("memory-engine: could not record %d recalls: %s",
-                                len(commands), exc)
+                    _lost(len(chunk) + sum(1 for _ in commands), exc)
+                    break
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -160,14 +183,14 @@ class TaskFlusher:
         if self._writing is None:
             self._writing = asyncio.Lock()
         async with self._writing:
-            commands = self._access.drain()
-            if commands:
+            commands = self._access.drain_lazily()
+            for chunk in chunks(commands):
                 try:
-                    await self._run(commands)
+                    await self._run(chunk)
                 except MemoryEngineError as exc:  # a lost recall count must not break searches
                     self.failures += 1
-                    log.warning("memory-engine: could not record %d recalls: %s",
-                                len(commands), exc)
+                    _lost(len(chunk) + sum(1 for _ in commands), exc)
+                    break
 
     async def _loop(self) -> None:
         assert self._wake is not None

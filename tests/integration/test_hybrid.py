@@ -16,6 +16,7 @@ from memory_engine import (
     NewMemory,
 )
 from memory_engine.embeddings import SentenceTransformerEmbedder
+from memory_engine.store._access import FLUSH_CHUNK
 
 pytestmark = pytest.mark.integration
 
@@ -167,6 +168,25 @@ def test_recalls_are_recorded_after_flush(
     assert hit.memory.last_accessed == second
     engine.flush()
     assert engine.get("alice", peanuts.id).access_count == 3
+
+
+def test_a_flush_of_many_users_lands_every_recall(engine: MemoryEngine) -> None:
+    """More users than one flush chunk holds: every user's recalls reach Redis, each once."""
+    users = [f"chunked-{i}" for i in range(3 * FLUSH_CHUNK + 1)]
+    memories = {user: engine.add_many(user, FACTS[:3]) for user in users}
+    when = later(700.0)
+    recalled = {}
+    for user in users:
+        recalled[user] = {h.memory.id for h in engine.search(user, "peanut allergy", k=2,
+                                                             now=when)}
+        assert len(recalled[user]) == 2
+    engine.flush()
+    for user, written in memories.items():
+        for memory in written:
+            got = engine.get(user, memory.id)
+            assert got.access_count == (memory.id in recalled[user]), (user, memory.text)
+            if memory.id in recalled[user]:
+                assert got.last_accessed == when
 
 
 def test_an_older_recall_time_does_not_move_last_accessed_back(engine: MemoryEngine) -> None:

@@ -1,8 +1,21 @@
-"""``AccessLog``: recalls merged in memory, drained as one EVAL per user. No I/O."""
+"""``AccessLog``: recalls merged in memory, drained as one EVAL per user, flushed a few EVALs
+per round trip. No I/O."""
 
 from __future__ import annotations
 
-from memory_engine.store._access import RECORD_ACCESS, AccessLog
+import asyncio
+import logging
+
+import pytest
+
+from memory_engine.exceptions import StoreError
+from memory_engine.store._access import (
+    FLUSH_CHUNK,
+    RECORD_ACCESS,
+    AccessLog,
+    TaskFlusher,
+    ThreadFlusher,
+)
 from memory_engine.store._records import KeySpace
 
 KEYS = KeySpace("px")
@@ -81,3 +94,51 @@ def test_times_survive_as_exact_floats() -> None:
     log.add("alice", [A], when)
     [command] = log.drain()
     assert float(command[-1]) == when
+
+
+def test_a_flush_goes_a_few_evals_per_round_trip() -> None:
+    """Hundreds of users' recalls are not one pipeline holding Redis: chunks of at most
+    FLUSH_CHUNK, every command once, in order."""
+    log = AccessLog(KEYS)
+    users = [f"user-{i}" for i in range(2 * FLUSH_CHUNK + 3)]
+    for user in users:
+        log.add(user, [A, B], 1.0)
+    sent: list[list[list[object]]] = []
+    flusher = ThreadFlusher(log, sent.append, interval=3600.0)
+    flusher.flush()
+    assert [len(chunk) for chunk in sent] == [FLUSH_CHUNK, FLUSH_CHUNK, 3]
+    assert [c[3] for chunk in sent for c in chunk] == [KEYS.recalls(u) for u in users]
+    assert len(log) == 0
+    assert flusher.failures == 0
+
+
+def test_a_failed_flush_stops_and_counts_once(caplog: pytest.LogCaptureFixture) -> None:
+    log = AccessLog(KEYS)
+    for i in range(3 * FLUSH_CHUNK):
+        log.add(f"user-{i}", [A], 1.0)
+    calls = []
+
+    def down(chunk: list[list[object]]) -> None:
+        calls.append(chunk)
+        raise StoreError("connection refused")
+
+    flusher = ThreadFlusher(log, down, interval=3600.0)
+    with caplog.at_level(logging.WARNING, logger="memory_engine"):
+        flusher.flush()  # never raises: a lost recall count must not break searches
+    assert len(calls) == 1  # the rest is not tried against a server that is down
+    assert flusher.failures == 1
+    assert f"recalls of {3 * FLUSH_CHUNK} users" in caplog.text
+    assert len(log) == 0
+
+
+def test_the_async_flusher_chunks_too() -> None:
+    log = AccessLog(KEYS)
+    for i in range(FLUSH_CHUNK + 1):
+        log.add(f"user-{i}", [A], 1.0)
+    sent: list[int] = []
+
+    async def run(chunk: list[list[object]]) -> None:
+        sent.append(len(chunk))
+
+    asyncio.run(TaskFlusher(log, run, interval=3600.0).flush())
+    assert sent == [FLUSH_CHUNK, 1]
