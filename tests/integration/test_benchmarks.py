@@ -17,7 +17,8 @@ pytestmark = pytest.mark.integration
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "recall_latency.py"
 NAMES = {"raw_knn", "raw_bm25", "raw_count", "raw_hybrid", "raw_hybrid_all", "vector", "keyword",
-         "hybrid", "vector_e2e", "hybrid_e2e", "query_embedding", "query_embedding_torch"}
+         "hybrid", "vector_e2e", "hybrid_e2e", "hybrid_after_sleep", "hybrid_after_encoder",
+         "query_embedding", "query_embedding_torch"}
 
 
 def run_quick(script: Path, redis_url: str, out: Path, *args: str) -> dict[str, Any]:
