@@ -28,6 +28,10 @@ pairs, after a warmup, one client, ``time.perf_counter`` around every call:
 * ``vector_e2e``, ``hybrid_e2e`` - the same on a second engine with ``query_cache_size=0``, so
   every call embeds its query with the bundled all-MiniLM-L6-v2 (through the engine's query
   path: ONNX when the ``fast`` extra is installed, else torch; ``consistency.query_backend``).
+* ``consistency.paired`` - ``hybrid_over_raw_calls_p50`` again, with hybrid and its three raw
+  calls taking turns in blocks of 100 calls instead of one whole loop after another, so the
+  machine's drift over the run falls on both sides alike (one ratio per block, their median,
+  and the ratio of the pooled p50s).
 * ``hybrid_after_sleep``, ``hybrid_after_encoder`` - the cached ``hybrid`` search again, each
   call timed right after an untimed 4 ms sleep, or right after the query encoder embedded the
   query (untimed): what a search costs once Redis's CPU has gone idle and the encoder has
@@ -475,7 +479,41 @@ def run_measurements(
              "hybrid_e2e", "hybrid_after_sleep", "hybrid_after_encoder", "query_embedding",
              "query_embedding_torch"]
     results.sort(key=lambda m: order.index(m.name))
-    return results, consistency(engine, client, queries, raw, k)
+    check = consistency(engine, client, queries, raw, k)
+    check["paired"] = paired_ratio(calls, warmup)
+    return results, check
+
+
+PAIRED_BLOCK = 100  # calls per block when the floor and the engine take turns
+FLOOR = ("raw_count", "raw_hybrid_bm25", "raw_hybrid_knn")
+
+
+def paired_ratio(calls: dict[str, list[Callable[[], object]]], warmup: int) -> dict[str, Any]:
+    """hybrid's p50 over the sum of its three raw calls' p50s, measured again with the four
+    taking turns in blocks of ``PAIRED_BLOCK`` calls (the same queries in each block) rather
+    than one after the other over the whole list: the machine's drift during a run (seconds
+    between rows) then falls on both sides alike. One ratio per block, and their median."""
+    names = (*FLOOR, "hybrid")
+    for name in names:
+        for call in calls[name][:warmup]:
+            call()
+    latencies: dict[str, list[float]] = {name: [] for name in names}
+    per_block = []
+    for start in range(0, len(calls["hybrid"]), PAIRED_BLOCK):
+        p50 = {}
+        for name in names:
+            block = timed(name, calls[name][start : start + PAIRED_BLOCK]).latencies_ms
+            latencies[name] += block.tolist()
+            p50[name] = float(np.median(block))
+        per_block.append(round(p50["hybrid"] / sum(p50[n] for n in FLOOR), 3))
+    p50_all = {name: float(np.median(v)) for name, v in latencies.items()}
+    return {
+        "block": PAIRED_BLOCK, "blocks": len(per_block), "ratio_per_block": per_block,
+        "p50_ms": {name: round(v, 4) for name, v in p50_all.items()},
+        "hybrid_over_raw_calls_p50": round(
+            p50_all["hybrid"] / sum(p50_all[n] for n in FLOOR), 3),
+        "median_of_blocks": round(float(np.median(per_block)), 3),
+    }
 
 
 CONCURRENCY = (8, 32)  # the single-client rows are the blocking engine's
@@ -614,6 +652,11 @@ def print_table(report: dict[str, Any]) -> None:
     check = report["consistency"]
     print(f"engine hits found in the raw replies ({check['checked']} queries): " + ", ".join(
         f"{m} {check[f'{m}_hits_in_raw']:.0%}" for m in ("vector", "keyword", "hybrid")))
+    paired = check["paired"]
+    print(f"hybrid over its raw calls, taking turns in blocks of {paired['block']}: "
+          f"{paired['hybrid_over_raw_calls_p50']:.2f}x pooled, "
+          f"{paired['median_of_blocks']:.2f}x median of {paired['blocks']} blocks "
+          f"({min(paired['ratio_per_block']):.2f}x-{max(paired['ratio_per_block']):.2f}x)")
 
 
 # --- Entry point -------------------------------------------------------------------------

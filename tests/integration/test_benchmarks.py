@@ -68,6 +68,13 @@ def test_recall_latency_quick(redis_url: str, tmp_path: Path) -> None:
     raw_sum = sum(results[n]["p50_ms"] for n in ("raw_count", "raw_hybrid_bm25", "raw_hybrid_knn"))
     assert report["ratios"]["hybrid_over_raw_calls_p50"] == pytest.approx(
         results["hybrid"]["p50_ms"] / raw_sum, abs=1e-3)
+    paired = report["consistency"]["paired"]  # the same ratio, floor and engine taking turns
+    assert paired["blocks"] == len(paired["ratio_per_block"]) >= 1
+    assert set(paired["p50_ms"]) == {"raw_count", "raw_hybrid_bm25", "raw_hybrid_knn", "hybrid"}
+    assert all(r > 0 for r in paired["ratio_per_block"])
+    assert paired["hybrid_over_raw_calls_p50"] == pytest.approx(
+        paired["p50_ms"]["hybrid"] / sum(v for n, v in paired["p50_ms"].items() if n != "hybrid"),
+        abs=2e-3)
     # the final read is one more round trip on top of the search pair
     assert results["raw_hybrid_all"]["p50_ms"] > 0
     assert report["ratios"]["hybrid_over_raw_hybrid_all_p50"] > 0
