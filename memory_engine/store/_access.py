@@ -82,15 +82,15 @@ class AccessLog:
 
     def drain(self) -> list[Command]:
         """The EVAL commands for everything pending, which is then cleared."""
-        return list(self.drain_lazily())
+        return list(self.drain_lazily()[1])
 
-    def drain_lazily(self) -> Iterator[Command]:
+    def drain_lazily(self) -> tuple[int, Iterator[Command]]:
         """:meth:`drain`, clearing the log now but building each command only when it is
         asked for (a flush builds a chunk, sends it, then builds the next, so it never holds
-        the GIL for long while searches wait on it)."""
+        the GIL for long while searches wait on it); with the number of commands (users)."""
         with self._lock:
             pending, self._pending, self._size = self._pending, {}, 0
-        return (self._command(user_id, seen) for user_id, seen in pending.items())
+        return len(pending), (self._command(user, seen) for user, seen in pending.items())
 
     def _command(self, user_id: str, seen: dict[str, tuple[int, float]]) -> Command:
         keys = [self._keys.recalls(user_id)]
@@ -134,14 +134,15 @@ class ThreadFlusher:
         """Write everything pending now, in the calling thread; when it returns, every
         recall recorded before the call is in Redis."""
         with self._writing:
-            commands = self._access.drain_lazily()
+            users, commands = self._access.drain_lazily()
             for chunk in chunks(commands):
                 try:
                     self._run(chunk)
                 except MemoryEngineError as exc:  # a lost recall count must not break searches
                     self.failures += 1
-                    _lost(len(chunk) + sum(1 for _ in commands), exc)
+                    _lost(users, exc)
                     break
+                users -= len(chunk)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -183,14 +184,15 @@ class TaskFlusher:
         if self._writing is None:
             self._writing = asyncio.Lock()
         async with self._writing:
-            commands = self._access.drain_lazily()
+            users, commands = self._access.drain_lazily()
             for chunk in chunks(commands):
                 try:
                     await self._run(chunk)
                 except MemoryEngineError as exc:  # a lost recall count must not break searches
                     self.failures += 1
-                    _lost(len(chunk) + sum(1 for _ in commands), exc)
+                    _lost(users, exc)
                     break
+                users -= len(chunk)
 
     async def _loop(self) -> None:
         assert self._wake is not None
