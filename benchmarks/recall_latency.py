@@ -503,7 +503,8 @@ def paired_ratio(calls: dict[str, list[Callable[[], object]]], warmup: int) -> d
     for n, start in enumerate(range(0, len(calls["hybrid"]), PAIRED_BLOCK)):
         p50 = {}
         # Each block's queries are new to the cache; the first to send them pays for that.
-        # The order rotates so that each of the four goes first equally often.
+        # The order rotates, so each of the four goes first in a quarter of the blocks
+        # (give or take one).
         for name in names[n % len(names):] + names[:n % len(names)]:
             block = timed(name, calls[name][start : start + PAIRED_BLOCK]).latencies_ms
             latencies[name] += block.tolist()
