@@ -8,9 +8,11 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -30,12 +32,22 @@ LOCOMO_DEV = REPO_ROOT.parent / "shared" / "data" / "locomo_dev.json"  # ../shar
 
 
 def private_server(stack: contextlib.ExitStack) -> str:
-    """Start an embedded server in a temporary data directory; stopped when ``stack`` closes."""
+    """Start an embedded server in a temporary data directory; stopped when ``stack`` closes,
+    also when the benchmark is stopped with SIGTERM (see :func:`exit_on_sigterm`)."""
+    exit_on_sigterm()
     home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="memory-engine-bench-")))
     server = EmbeddedServer(home)
     state = server.start(persistent=True)
     stack.callback(server.stop)
     return state.url
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM (``kill``, ``timeout``, a CI runner) unwind the main thread like Ctrl-C
+    does, so ``with`` blocks and exit stacks run: otherwise the process dies on the spot and
+    the private server it started keeps running, orphaned, in its temporary directory."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
 def open_redis(stack: contextlib.ExitStack, redis_url: str | None) -> tuple[str, redis.Redis]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -285,3 +287,27 @@ def test_encryption_benchmark_quick(redis_url: str, redis_client: redis.Redis,
     indexes = [i.decode() for i in redis_client.execute_command("FT._LIST")]
     assert not [i for i in indexes if i.startswith("bench_enc_")]
     assert not list(redis_client.scan_iter(match="bench_enc_*", count=1000))
+
+
+def test_a_benchmark_stopped_with_sigterm_stops_its_private_server() -> None:
+    """``kill`` (or a CI timeout) on a benchmark unwinds it like Ctrl-C: the embedded server
+    it started for itself stops too instead of running on, orphaned."""
+    child = textwrap.dedent(f"""
+        import contextlib, sys, time
+        sys.path.insert(0, {str(SCRIPT.parent)!r})
+        from _common import private_server
+        with contextlib.ExitStack() as stack:
+            print(private_server(stack), flush=True)
+            time.sleep(120)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert redis.Redis.from_url(url).ping()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
