@@ -19,6 +19,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from memory_engine import EmbeddedServer, EngineConfig, MemoryEngine
 from memory_engine.embeddings import SentenceTransformerEmbedder
+from tests.redis_state import drop_index
 
 
 @pytest.fixture(scope="session")
@@ -80,8 +81,7 @@ def engine(
     with MemoryEngine(config, embedder=minilm) as eng:
         eng.connect()
         yield eng
-    redis_client.execute_command("FT.DROPINDEX", config.index_name, "DD")
-    redis_client.delete(f"{config.key_prefix}:meta")
+    drop_index(redis_client, config)
 
 
 from tests.s3_server import SeaweedS3  # noqa: E402  (appended with the fixture it serves)

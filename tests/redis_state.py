@@ -1,10 +1,13 @@
-"""What a prefix holds in Redis, key by key, for before/after comparisons in tests."""
+"""What a prefix holds in Redis, key by key, for before/after comparisons in tests, and the
+tests' index teardown."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 import redis
+
+from memory_engine import EngineConfig
 
 
 def raw_state(
@@ -30,3 +33,9 @@ def raw_state(
             raise AssertionError(f"unexpected {kind!r} at {key!r}")
         out[key] = (value, client.ttl(key) > 0) if with_ttl else value
     return out
+
+
+def drop_index(client: redis.Redis, config: EngineConfig) -> None:
+    """Drop a test engine's index with its documents, and the schema record beside it."""
+    client.execute_command("FT.DROPINDEX", config.index_name, "DD")
+    client.delete(f"{config.key_prefix}:meta")

@@ -16,6 +16,7 @@ from memory_engine import EngineConfig, MemoryEngine
 from memory_engine.embeddings import SentenceTransformerEmbedder
 from memory_engine.exceptions import DataKeyMissingError, DecryptionError
 from memory_engine.security import generate_master_key
+from tests.redis_state import drop_index
 
 pytestmark = pytest.mark.integration
 
@@ -32,8 +33,7 @@ def secure(
     with MemoryEngine(secure_config, embedder=minilm) as eng:
         eng.connect()
         yield eng
-    redis_client.execute_command("FT.DROPINDEX", secure_config.index_name, "DD")
-    redis_client.delete(f"{secure_config.key_prefix}:meta")
+    drop_index(redis_client, secure_config)
 
 
 def _marker() -> str:
@@ -277,7 +277,7 @@ def test_async_twin_encrypts_and_rotates(
             assert (await rotated.get("alice", memory.id)).text == "the async vault code is 4711"
 
     asyncio.run(run())
-    redis_client.execute_command("FT.DROPINDEX", secure_config.index_name, "DD")
+    drop_index(redis_client, secure_config)
 
 
 def test_an_updated_memory_is_resealed_and_reindexed(

@@ -17,6 +17,7 @@ from memory_engine import (
 )
 from memory_engine.embeddings import SentenceTransformerEmbedder
 from memory_engine.store._access import FLUSH_CHUNK
+from tests.redis_state import drop_index
 
 pytestmark = pytest.mark.integration
 
@@ -348,5 +349,4 @@ async def test_async_recall_bookkeeping(
             assert redis_client.exists(keys.recalls("alice")) == 0
             assert redis_client.exists(keys.tails("alice")) == 0
     finally:
-        redis_client.execute_command("FT.DROPINDEX", config.index_name, "DD")
-        redis_client.delete(f"{config.key_prefix}:meta")
+        drop_index(redis_client, config)
