@@ -234,10 +234,13 @@ class AsyncMemoryEngine(EngineBase):
         if args is None:
             return []
         user = plan.request.user_id
-        ranked, loaded = self._core.read_search(plan, await store.search(args))
-        if missing := self._core.missing(ranked, loaded):
-            loaded.update(zip(missing, await store.fetch(user, missing), strict=True))
-        hits = self._core.hits(plan, ranked, loaded)
+        reply = await store.search(args)
+        hits = self._core.final_hits(plan, reply)
+        if hits is None:  # the script left the ranking to Python (decay, dedupe, ...)
+            ranked, loaded = self._core.read_search(plan, reply)
+            if missing := self._core.missing(ranked, loaded):
+                loaded.update(zip(missing, await store.fetch(user, missing), strict=True))
+            hits = self._core.hits(plan, ranked, loaded)
         if hits and self._flusher is not None:
             self._flusher.record(user, [h.memory.id for h in hits], plan.now)
         return hits

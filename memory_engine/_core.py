@@ -33,7 +33,7 @@ from .retrieval._queries import (
 )
 from .retrieval._ranking import Candidate, Fusion, Ranked, RankingOptions, rank, with_overrides
 from .retrieval._results import keyword_candidates, vector_candidates, with_recall_stats
-from .retrieval._script import read_reply, script_args
+from .retrieval._script import final_rows, read_reply, script_args
 from .security import load_key_chain
 from .store import StoreCore, StoreSettings, new_id
 from .store._crypto import Sealer
@@ -426,12 +426,31 @@ class EngineCore:
         hits = []
         for r in ranked:
             memory = memories[r.id]
-            if memory is None:
-                continue
-            if memory.user_id != user_id:  # fail closed: never another user's memory
-                raise StoreError(f"isolation check failed: memory {memory.id} is not {user_id!r}'s")
-            hits.append(SearchHit(memory, r.score, r.parts))
+            if memory is not None:
+                hits.append(_owned(SearchHit(memory, r.score, r.parts), user_id))
         return hits
+
+    def final_hits(self, plan: SearchPlan, reply: Sequence[Any]) -> list[SearchHit] | None:
+        """The hits, when the search script ranked them itself (the default ranking) and so
+        read every one in full: the common case, built in one pass. None when it left the
+        ranking to Python; then :meth:`read_search`, :meth:`missing` and :meth:`hits` do."""
+        rows = final_rows(reply)
+        if rows is None:
+            return None
+        user_id, sealer = plan.request.user_id, self.sealer
+        hits = []
+        for memory_id, score, parts, row, stat in rows:
+            memory = from_values(memory_id, row, stat, sealer)
+            if memory is not None:  # deleted since the search ran: left out
+                hits.append(_owned(SearchHit(memory, score, parts), user_id))
+        return hits
+
+
+def _owned(hit: SearchHit, user_id: str) -> SearchHit:
+    """``hit``, after checking it is ``user_id``'s: fail closed, never another user's."""
+    if hit.memory.user_id != user_id:
+        raise StoreError(f"isolation check failed: memory {hit.memory.id} is not {user_id!r}'s")
+    return hit
 
 
 @dataclass(frozen=True, slots=True)

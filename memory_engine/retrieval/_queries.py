@@ -9,12 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from redisvl.query.filter import FilterExpression, Num, Tag
-from redisvl.utils.token_escaper import TokenEscaper
 
 from ..models import Kind, SearchMode, Vector
 from ..store._records import tag_clause
 
-_ESCAPER = TokenEscaper()
 _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_QUERY_TERMS = 64
 # RediSearch's default stopwords. It drops them from a query, and a text clause left with
@@ -81,9 +79,11 @@ def query_terms(text: str) -> list[str]:
     for word in _WORD.findall(text.lower()):
         if word in STOPWORDS:
             continue
-        # TokenEscaper leaves "_" alone, but a term of underscores alone ("_") is a syntax
-        # error in RediSearch 2.10; "\_" is valid anywhere and matches the same tokens.
-        seen.setdefault(_ESCAPER.escape(word).replace("_", "\\_"), None)
+        # A word of \w characters holds none of the punctuation RediSearch needs escaped
+        # (TokenEscaper would return it unchanged) but "_": a term of underscores alone
+        # ("_") is a syntax error in RediSearch 2.10; "\_" is valid anywhere and matches
+        # the same tokens.
+        seen.setdefault(word.replace("_", "\\_"), None)
         if len(seen) == 4 * MAX_QUERY_TERMS:
             break
     terms = [t for t in seen if t not in QUESTION_WORDS] or list(seen)

@@ -65,7 +65,9 @@ end
 
 local find, sub, hybrid = string.find, string.sub, mode == 'hybrid'
 local cut = #owner + 1
-local seq, pos, score, prev, kw_part, vec_part = {}, {}, {}, {}, {}, {}
+-- The candidates by position (keyword ones first, then the vector ones not among them): id,
+-- score, the id it follows (false: none), keyword score and vector distance (false: none).
+local ids, score, prev, kw_part, vec_part, pos = {}, {}, {}, {}, {}, {}
 local m = 0
 local function isolation(key)
   error({err = 'isolation check failed: a search for one user returned key ' .. key})
@@ -73,27 +75,25 @@ end
 
 local rank = 0
 for j = 2, #kw, 3 do
-  local s = tonumber(kw[j + 1])
-  if s > 0 then
+  local s = kw[j + 1]
+  if tonumber(s) > 0 then
     local key = kw[j]
     if find(key, owner, 1, true) ~= 1 then isolation(key) end
-    local id = sub(key, cut)
-    kw_part[id] = kw[j + 1]
+    local id, p, flat = sub(key, cut), false, kw[j + 2]
+    for f = 1, #flat, 2 do
+      if flat[f] == 'previous_id' then p = flat[f + 1] end
+    end
     rank = rank + 1
     m = m + 1
-    seq[m], pos[id] = id, m
-    local flat = kw[j + 2]
-    for f = 1, #flat, 2 do
-      if flat[f] == 'previous_id' then prev[id] = flat[f + 1] end
-    end
-    if hybrid then score[id] = 0 + w_kw / (rrf_k + rank) else score[id] = s end
+    ids[m], pos[id], prev[m], kw_part[m], vec_part[m] = id, m, p, s, false
+    if hybrid then score[m] = 0 + w_kw / (rrf_k + rank) else score[m] = tonumber(s) end
   end
 end
 rank = 0
 for j = 2, #vec, 2 do
   local key, flat = vec[j], vec[j + 1]
   if find(key, owner, 1, true) ~= 1 then isolation(key) end
-  local id, d, p = sub(key, cut), nil, nil
+  local id, d, p = sub(key, cut), nil, false
   for f = 1, #flat, 2 do
     local name = flat[f]
     if name == 'vector_distance' then
@@ -103,73 +103,77 @@ for j = 2, #vec, 2 do
     end
   end
   if d == nil then error({err = 'the vector search returned a memory without a distance'}) end
-  vec_part[id] = d
   rank = rank + 1
-  if pos[id] == nil then
+  local at = pos[id]
+  if at == nil then
     m = m + 1
-    seq[m], pos[id] = id, m
-    prev[id] = p
-    score[id] = 0
+    at = m
+    ids[m], pos[id], prev[m], kw_part[m], score[m] = id, m, p, false, 0
   end
-  if hybrid then score[id] = score[id] + w_vec / (rrf_k + rank) else score[id] = 1 - tonumber(d) end
+  vec_part[at] = d
+  if hybrid then score[at] = score[at] + w_vec / (rrf_k + rank) else score[at] = 1 - tonumber(d) end
 end
 
 if hybrid then
   local best = 0 + w_kw / (rrf_k + 1) + w_vec / (rrf_k + 1)
   if best > 0 then
-    for j = 1, m do local id = seq[j]; score[id] = score[id] / best end
+    for j = 1, m do score[j] = score[j] / best end
   end
   if credit > 0 then
     local out = {}
-    for j = 1, m do local id = seq[j]; out[id] = score[id] end
+    for j = 1, m do out[j] = score[j] end
     for j = 1, m do
-      local p = prev[seq[j]]
-      if p ~= nil and out[p] ~= nil then out[p] = out[p] + credit * score[seq[j]] end
+      local p = prev[j] and pos[prev[j]]
+      if p then out[p] = out[p] + credit * score[j] end
     end
-    for j = 1, m do local id = seq[j]; score[id] = out[id] / (1 + credit) end
+    for j = 1, m do score[j] = out[j] / (1 + credit) end
   end
 end
 
--- The best ``take``: the take-th best score is the cut; everything above it, then ties at
--- it in candidate order, then sort those few by score (ties in candidate order).
-local top = {}
+-- The best ``take`` positions: the take-th best score is the cut; everything above it, then
+-- ties at it in candidate order; then an insertion sort, best first, stable, so equal scores
+-- stay in candidate order.
+local top, n = {}, 0
 if m > 0 and take > 0 then
   local values = {}
-  for j = 1, m do values[j] = score[seq[j]] end
+  for j = 1, m do values[j] = score[j] end
   table.sort(values)
   local least = values[math.max(m - take + 1, 1)]
-  local ties = {}
   for j = 1, m do
-    local id = seq[j]
-    local s = score[id]
-    if s > least then top[#top + 1] = id elseif s == least then ties[#ties + 1] = id end
+    if score[j] > least then n = n + 1; top[n] = j end
   end
-  for j = 1, #ties do
-    if #top >= take then break end
-    top[#top + 1] = ties[j]
+  for j = 1, m do
+    if n >= take then break end
+    if score[j] == least then n = n + 1; top[n] = j end
   end
-  table.sort(top, function(a, b)
-    local sa, sb = score[a], score[b]
-    if sa ~= sb then return sa > sb end
-    return pos[a] < pos[b]
-  end)
+  for x = 2, n do
+    local at, s, y = top[x], score[top[x]], x - 1
+    while y >= 1 and score[top[y]] < s do
+      top[y + 1] = top[y]
+      y = y - 1
+    end
+    top[y + 1] = at
+  end
 end
 
-local fields = {unpack(ARGV, 14, 13 + nf)}
-local scores, kws, vecs, rows = {}, {}, {}, {}
-for j = 1, #top do
-  local id = top[j]
-  scores[j] = string.format('%.17g', score[id])
-  kws[j] = kw_part[id] or false
-  vecs[j] = vec_part[id] or false
-  rows[j] = redis.call('HMGET', owner .. id, unpack(fields))
+local read = {'HMGET', false, unpack(ARGV, 14, 13 + nf)}
+local top_ids, scores, kws, vecs, rows = {}, {}, {}, {}, {}
+for j = 1, n do
+  local at = top[j]
+  local id = ids[at]
+  top_ids[j] = id
+  scores[j] = string.format('%.17g', score[at])
+  kws[j] = kw_part[at]
+  vecs[j] = vec_part[at]
+  read[2] = owner .. id
+  rows[j] = redis.call(unpack(read))
 end
 local recalls = {}
-if #top > 0 then recalls = redis.call('HMGET', KEYS[1], unpack(top)) end
-if final then return {top, scores, kws, vecs, rows, recalls} end
+if n > 0 then recalls = redis.call('HMGET', KEYS[1], unpack(top_ids)) end
+if final then return {top_ids, scores, kws, vecs, rows, recalls} end
 local every = {}
-if all_recalls and m > 0 then every = redis.call('HMGET', KEYS[1], unpack(seq)) end
-return {top, scores, kws, vecs, rows, recalls, kw, vec, seq, every}
+if all_recalls and m > 0 then every = redis.call('HMGET', KEYS[1], unpack(ids)) end
+return {top_ids, scores, kws, vecs, rows, recalls, kw, vec, ids, every}
 """
 SEARCH_SHA = hashlib.sha1(SEARCH.encode()).hexdigest()
 
@@ -230,31 +234,46 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _float(value: Any) -> float | None:
-    return None if value is None else float(value)
+def final_rows(reply: Sequence[Any]) -> list[tuple[str, float, ScoreParts, Any, Any]] | None:
+    """The hits of a reply the script ranked itself (the usual case), best first: (memory
+    id, score, score parts, HMGET row, recall entry) each. None when the reply carries the
+    candidate lists for Python to rank (see :func:`read_reply`)."""
+    if len(reply) != 6:
+        return None
+    return _hit_rows(reply)
 
 
-def read_reply(reply: Sequence[Any]) -> ScriptReply:
-    """Read the script's reply (see ``SEARCH`` for its shape)."""
+def _hit_rows(reply: Sequence[Any]) -> list[tuple[str, float, ScoreParts, Any, Any]]:
     try:
         top, scores, kws, vecs, rows, recalls = reply[:6]
-        ids = [_text(i) for i in top]
-        ranked = []
-        for memory_id, score, kw, distance in zip(ids, scores, kws, vecs, strict=True):
-            value = float(score)
-            similarity = None if distance is None else 1.0 - float(distance)
-            ranked.append(Ranked(
-                Candidate(memory_id, value), value,
-                ScoreParts(keyword=_float(kw), vector=similarity),
-            ))
-        loaded = {i: (row, stat) for i, row, stat in zip(ids, rows, recalls, strict=True)}
-        if len(reply) == 6:
-            return ScriptReply(ranked, loaded)
-        keyword, vector, seq, every = reply[6:]
-        stats = ({_text(i): s for i, s in zip(seq, every, strict=True)} if every else None)
-        return ScriptReply(ranked, loaded, keyword, vector, stats)
+        return [
+            (_text(memory_id), float(score),
+             ScoreParts(keyword=None if kw is None else float(kw),
+                        vector=None if distance is None else 1.0 - float(distance)),
+             row, stat)
+            for memory_id, score, kw, distance, row, stat
+            in zip(top, scores, kws, vecs, rows, recalls, strict=True)
+        ]
     except (TypeError, ValueError) as exc:
         raise StoreError(f"the search script returned an unreadable reply: {exc}") from exc
 
 
-__all__ = ["SEARCH", "SEARCH_SHA", "ScriptReply", "read_reply", "script_args", "script_ranks"]
+def read_reply(reply: Sequence[Any]) -> ScriptReply:
+    """Read the script's reply (see ``SEARCH`` for its shape)."""
+    hits = _hit_rows(reply)
+    ranked = [Ranked(Candidate(i, score), score, parts) for i, score, parts, _, _ in hits]
+    loaded = {i: (row, stat) for i, _, _, row, stat in hits}
+    if len(reply) == 6:
+        return ScriptReply(ranked, loaded)
+    try:
+        keyword, vector, seq, every = reply[6:]
+        stats = ({_text(i): s for i, s in zip(seq, every, strict=True)} if every else None)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"the search script returned an unreadable reply: {exc}") from exc
+    return ScriptReply(ranked, loaded, keyword, vector, stats)
+
+
+__all__ = [
+    "SEARCH", "SEARCH_SHA", "ScriptReply", "final_rows", "read_reply", "script_args",
+    "script_ranks",
+]

@@ -1,6 +1,9 @@
+import re
+
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
+from redisvl.utils.token_escaper import TokenEscaper
 
 from memory_engine.models import Kind, SearchMode
 from memory_engine.retrieval._queries import (
@@ -47,6 +50,16 @@ def test_query_terms_escape_syntax() -> None:
     assert query_terms("_ __init__ foo_bar") == ["\\_", "\\_\\_init\\_\\_", "foo\\_bar"]
     assert query_terms("is it the one?") == ["one"]
     assert len(query_terms(" ".join(f"w{i}" for i in range(500)))) == 64
+
+
+def test_no_word_character_needs_escaping_but_the_underscore() -> None:
+    # query_terms sends \w words as they are (only "_" escaped): every character a word can
+    # hold, in the Basic Multilingual Plane, passes redisvl's escaper unchanged.
+    word = re.compile(r"\w", re.UNICODE)
+    chars = [c for c in map(chr, range(0x10000)) if word.fullmatch(c) and c != "_"]
+    assert len(chars) > 40_000
+    assert TokenEscaper().escape("".join(chars)) == "".join(chars)
+    assert TokenEscaper().escape("a-b") != "a-b"  # the escaper does escape punctuation
 
 
 def test_keyword_command_none_without_words() -> None:

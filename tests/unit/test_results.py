@@ -8,13 +8,14 @@ import pytest
 from memory_engine import EngineConfig
 from memory_engine._core import EngineCore
 from memory_engine.exceptions import StoreError
-from memory_engine.models import Kind, Memory
+from memory_engine.models import Kind, Memory, ScoreParts
 from memory_engine.retrieval._ranking import Candidate
 from memory_engine.retrieval._results import (
     keyword_candidates,
     vector_candidates,
     with_recall_stats,
 )
+from memory_engine.store._records import MEMORY_FIELDS
 from tests.fakes import HashingEmbedder
 
 OWNER = "me:mem:{alice}:"
@@ -99,6 +100,47 @@ def test_hits_skip_memories_deleted_since_and_fail_closed_on_another_user() -> N
     assert [h.memory.id for h in hits] == ["b"]
     with pytest.raises(StoreError, match="isolation check failed"):
         core.hits(plan, ranked, {"a": _memory("a", "bob"), "b": None})
+
+
+def _row(user_id: str, text: str) -> list[bytes]:
+    """An HMGET row of ``MEMORY_FIELDS`` as Redis returns it."""
+    values = {"user_id": user_id, "kind": "turn", "text": text, "created_at": "1.5",
+              "last_accessed": "2.5", "access_count": "1", "importance": "0.5",
+              "metadata": "{}"}
+    return [values.get(name, "").encode() for name in MEMORY_FIELDS]
+
+
+def test_final_hits_come_straight_from_a_ranked_reply() -> None:
+    core = _core()
+    plan = core.plan_search("alice", "hiking", k=5, mode="hybrid", clock=1.0)
+    gone = [None] * len(MEMORY_FIELDS)  # deleted between the search and the read
+    reply = [[b"a", b"b", b"c"], [b"0.75", b"0.5", b"0.25"], [b"3.5", None, b"1"],
+             [b"0.25", b"0.5", None], [_row("alice", "first"), gone, _row("alice", "third")],
+             [b"2|9.5", None, None]]
+    hits = core.final_hits(plan, reply)
+    assert hits is not None
+    assert [(h.memory.id, h.memory.text, h.score) for h in hits] == [
+        ("a", "first", 0.75), ("c", "third", 0.25)]
+    assert hits[0].parts == ScoreParts(keyword=3.5, vector=0.75)
+    assert hits[1].parts == ScoreParts(keyword=1.0, vector=None)
+    # the recall entry counts: 1 stored + 2 recorded since, last recalled at 9.5
+    assert (hits[0].memory.access_count, hits[0].memory.last_accessed) == (3, 9.5)
+    assert (hits[1].memory.access_count, hits[1].memory.last_accessed) == (1, 2.5)
+    # the same reply through the general path gives the same hits
+    ranked, loaded = core.read_search(plan, reply)
+    assert core.hits(plan, ranked, loaded) == hits
+    # a reply that carries the candidates (Python ranks) is not final
+    assert core.final_hits(plan, [*reply, [0], [0], [b"a"], []]) is None
+
+
+def test_final_hits_fail_closed_on_another_users_memory() -> None:
+    core = _core()
+    plan = core.plan_search("alice", "hiking", k=5, mode="hybrid", clock=1.0)
+    reply = [[b"a"], [b"1"], [None], [b"0"], [_row("bob", "not yours")], [None]]
+    with pytest.raises(StoreError, match="isolation check failed"):
+        core.final_hits(plan, reply)
+    with pytest.raises(StoreError, match="unreadable reply"):
+        core.final_hits(plan, [[b"a"], [b"one"], [None], [None], [_row("alice", "x")], [None]])
 
 
 def test_dedupe_text_is_kept_when_it_is_the_only_extra_field() -> None:
