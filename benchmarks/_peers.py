@@ -410,18 +410,29 @@ SETUPS: Mapping[str, tuple[str, Callable[[contextlib.ExitStack, Workload], Calls
 
 def measure_peers(
     work: Workload, measure: Callable[[str, Sequence[Callable[[], object]]], Measurement],
+    pair: Callable[[str, Calls, Calls], dict[str, Any]] | None = None,
 ) -> tuple[list[Measurement], dict[str, Any]]:
-    """Each peer in turn: ingest, check, ``measure`` (warmup and timed loop) twice, drop.
+    """Each peer in turn: ingest, check, ``measure`` (warmup and timed loop) twice, ``pair``,
+    drop.
 
     ``peer_<name>_e2e`` embeds every query; ``peer_<name>`` has the query's vector from the
     encoder's cache (every query was embedded in the first loop), like the engine's
-    ``hybrid`` and ``vector`` rows. ``work.embedder`` must be a :class:`QueryCache`.
-    Returns the measurements and, per peer, its package version and the seconds its ingest
-    (and check) took.
+    ``hybrid`` and ``vector`` rows. ``pair(name, cached, e2e)``, while the peer's data is
+    still there, gets both loops (each call setting the cache as its row does) to time them
+    taking turns with the engine's; what it returns is the peer's ``paired``.
+    ``work.embedder`` must be a :class:`QueryCache`. Returns the measurements and, per peer,
+    its package version and the seconds its ingest (and check) took.
     """
     if not isinstance(work.embedder, QueryCache):
         raise TypeError("measure_peers needs a QueryCache as the workload's embedder")
     cache = work.embedder
+
+    def with_cache(cached: bool, call: Callable[[], object]) -> Callable[[], object]:
+        def run() -> object:
+            cache.cached = cached
+            return call()
+        return run
+
     rows: list[Measurement] = []
     about: dict[str, Any] = {}
     for name, (package, setup) in SETUPS.items():
@@ -435,8 +446,14 @@ def measure_peers(
             cache.cached = True
             rows.append(measure(f"peer_{name}", calls))
             cache.cached = False
-        about[name] = {"package": package, "version": importlib.metadata.version(package),
-                       "ingest_s": round(ingest_s, 3)}
+            about[name] = {"package": package, "version": importlib.metadata.version(package),
+                           "ingest_s": round(ingest_s, 3)}
+            if pair is not None:
+                print(f"peer {name}: taking turns with the engine", file=sys.stderr)
+                about[name]["paired"] = pair(
+                    name, [with_cache(True, c) for c in calls],
+                    [with_cache(False, c) for c in calls])
+                cache.cached = False
         if name in COMPAT:
             about[name]["compat"] = COMPAT[name]
     return rows, about

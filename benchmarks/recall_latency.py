@@ -31,7 +31,11 @@ pairs, after a warmup, one client, ``time.perf_counter`` around every call:
 * ``consistency.paired`` - ``hybrid_over_raw_calls_p50`` again, with hybrid and its three raw
   calls taking turns in blocks of 100 calls instead of one whole loop after another, so the
   machine's drift over the run falls on both sides alike (one ratio per block, their median,
-  and the ratio of the pooled p50s).
+  and the ratio of the pooled p50s). ``consistency.paired_e2e`` does the same for
+  ``hybrid_e2e`` over ``query_embedding`` + ``hybrid``, and ``peers.<name>.paired`` for the
+  engine's ``vector`` and ``hybrid`` over each peer's search, with and without the query
+  embedding (below 1: the engine is faster). These are the ratios to read: the rows' own
+  p50s are measured seconds apart, and their ratios swing with the machine.
 * ``hybrid_after_sleep``, ``hybrid_after_encoder`` - the cached ``hybrid`` search again, each
   call timed right after an untimed 4 ms sleep, or right after the query encoder embedded the
   query (untimed): what a search costs once Redis's CPU has gone idle and the encoder has
@@ -126,6 +130,7 @@ from _common import (
 )
 from _peers import (
     INSTALL,
+    Calls,
     QueryCache,
     UserMemories,
     Workload,
@@ -399,8 +404,9 @@ def consistency(
 def run_measurements(
     engine: MemoryEngine, e2e: MemoryEngine, client: redis.Redis,
     queries: Sequence[tuple[str, str]], k: int, warmup: int, torch_reference: Embedder,
-) -> tuple[list[Measurement], dict[str, Any]]:
-    """The timed loops over the same (user, query) list, plus a consistency check.
+) -> tuple[list[Measurement], dict[str, Any], dict[str, list[Callable[[], object]]]]:
+    """The timed loops over the same (user, query) list, plus a consistency check and the
+    paired ratios; also returns the loops, by row name (the peers are paired with them).
 
     The raw commands are the ones the engine itself sends for each mode (built by its own
     planner, same candidate depth), so ``raw_*`` is the floor under the engine's calls.
@@ -480,44 +486,81 @@ def run_measurements(
              "query_embedding_torch"]
     results.sort(key=lambda m: order.index(m.name))
     check = consistency(engine, client, queries, raw, k)
-    check["paired"] = paired_ratio(calls, warmup)
-    return results, check
+    check["paired"] = paired_ratio(calls, "hybrid", FLOOR, warmup, "hybrid_over_raw_calls_p50")
+    check["paired_e2e"] = paired_ratio(calls, "hybrid_e2e", E2E_PARTS, warmup,
+                                       "hybrid_e2e_over_query_embedding_plus_hybrid_p50")
+    return results, check, calls
 
 
-PAIRED_BLOCK = 100  # calls per block when the floor and the engine take turns
+PAIRED_BLOCK = 100  # calls per block when loops take turns
 FLOOR = ("raw_count", "raw_hybrid_bm25", "raw_hybrid_knn")
+E2E_PARTS = ("query_embedding", "hybrid")
 
 
-def paired_ratio(calls: dict[str, list[Callable[[], object]]], warmup: int) -> dict[str, Any]:
-    """hybrid's p50 over the sum of its three raw calls' p50s, measured again with the four
-    taking turns in blocks of ``PAIRED_BLOCK`` calls (the same queries in each block, the
-    order of the four rotating from block to block) rather than one after the other over the
-    whole list: the machine's drift during a run (seconds between rows) then falls on both
-    sides alike. One ratio per block, their median, and the ratio of the pooled p50s."""
-    names = (*FLOOR, "hybrid")
+def rotated_blocks(
+    calls: dict[str, Sequence[Callable[[], object]]], warmup: int, block: int = PAIRED_BLOCK,
+) -> tuple[dict[str, list[float]], list[dict[str, float]]]:
+    """Time the named loops taking turns, in blocks of ``block`` calls (the same slice of
+    the query list for each), rather than one whole loop after another: the machine's drift
+    during a run (seconds between rows) then falls on every loop alike. The order rotates
+    from block to block, so each loop goes first in its share of the blocks (give or take
+    one): each block's queries are new to the caches, and the first to send them pays for
+    that. Returns every latency (ms) per name, and each block's p50 per name."""
+    names = list(calls)
     for name in names:
         for call in calls[name][:warmup]:
             call()
     latencies: dict[str, list[float]] = {name: [] for name in names}
     per_block = []
-    for n, start in enumerate(range(0, len(calls["hybrid"]), PAIRED_BLOCK)):
+    n_calls = min(len(c) for c in calls.values())
+    for n, start in enumerate(range(0, n_calls, block)):
         p50 = {}
-        # Each block's queries are new to the cache; the first to send them pays for that.
-        # The order rotates, so each of the four goes first in a quarter of the blocks
-        # (give or take one).
         for name in names[n % len(names):] + names[:n % len(names)]:
-            block = timed(name, calls[name][start : start + PAIRED_BLOCK]).latencies_ms
-            latencies[name] += block.tolist()
-            p50[name] = float(np.median(block))
-        per_block.append(round(p50["hybrid"] / sum(p50[n] for n in FLOOR), 3))
+            times = timed(name, calls[name][start : min(start + block, n_calls)]).latencies_ms
+            latencies[name] += times.tolist()
+            p50[name] = float(np.median(times))
+        per_block.append(p50)
+    return latencies, per_block
+
+
+def paired_ratio(
+    calls: dict[str, Sequence[Callable[[], object]]], numerator: str,
+    denominator: Sequence[str], warmup: int, key: str,
+) -> dict[str, Any]:
+    """``numerator``'s p50 over the sum of the ``denominator`` loops' p50s, with all of them
+    taking turns (:func:`rotated_blocks`): one ratio per block, their median, and the ratio
+    of the pooled p50s (under ``key``)."""
+    names = (*denominator, numerator)
+    latencies, blocks = rotated_blocks({name: calls[name] for name in names}, warmup)
+    per_block = [round(b[numerator] / sum(b[n] for n in denominator), 3) for b in blocks]
     p50_all = {name: float(np.median(v)) for name, v in latencies.items()}
     return {
         "block": PAIRED_BLOCK, "blocks": len(per_block), "ratio_per_block": per_block,
         "p50_ms": {name: round(v, 4) for name, v in p50_all.items()},
-        "hybrid_over_raw_calls_p50": round(
-            p50_all["hybrid"] / sum(p50_all[n] for n in FLOOR), 3),
+        key: round(p50_all[numerator] / sum(p50_all[n] for n in denominator), 3),
         "median_of_blocks": round(float(np.median(per_block)), 3),
     }
+
+
+def paired_with_peer(
+    calls: dict[str, Sequence[Callable[[], object]]], peer: str, warmup: int,
+) -> dict[str, Any]:
+    """The engine's ``vector`` and ``hybrid`` (and their ``_e2e`` rows) against one peer's
+    search (and its ``_e2e``), taking turns (:func:`rotated_blocks`): the engine's p50 over
+    the peer's, pooled and per block (below 1: the engine is faster)."""
+    out: dict[str, Any] = {"block": PAIRED_BLOCK}
+    for suffix in ("", "_e2e"):
+        theirs = f"peer_{peer}{suffix}"
+        names = (f"vector{suffix}", f"hybrid{suffix}", theirs)
+        latencies, blocks = rotated_blocks({name: calls[name] for name in names}, warmup)
+        p50 = {name: float(np.median(v)) for name, v in latencies.items()}
+        out["blocks"] = len(blocks)
+        for mine in names[:2]:
+            out[f"{mine}_over_{theirs}_p50"] = round(p50[mine] / p50[theirs], 3)
+            out[f"{mine}_over_{theirs}_per_block"] = [
+                round(b[mine] / b[theirs], 3) for b in blocks]
+        out.setdefault("p50_ms", {}).update({name: round(v, 4) for name, v in p50.items()})
+    return out
 
 
 CONCURRENCY = (8, 32)  # the single-client rows are the blocking engine's
@@ -609,16 +652,23 @@ def peer_corpus(rng: np.random.Generator, corpus: Corpus) -> Iterator[UserMemori
 def peers(
     engine: MemoryEngine, url: str, corpus: Corpus, before_ingest: np.random.Generator,
     queries: Sequence[tuple[str, str]], args: argparse.Namespace, encoder: Embedder,
+    calls: dict[str, list[Callable[[], object]]],
 ) -> tuple[list[Measurement], dict[str, Any]]:
     """The ``peer_*`` rows (``benchmarks/_peers.py``), measured as the engine's rows are,
-    each peer embedding its queries with ``encoder`` (the engine's query encoder)."""
+    each peer embedding its queries with ``encoder`` (the engine's query encoder); then each
+    peer taking turns with the engine's ``calls`` (``peers.<name>.paired``)."""
     user, text = queries[0]
     mine = next(m.texts for m in peer_corpus(before_ingest, corpus) if m.user == user)
     if any(h.memory.text not in mine for h in engine.search(user, text, k=args.k)):
         raise SystemExit("the peers' copy of the corpus differs from what the engine stored")
     work = Workload(url, functools.partial(peer_corpus, before_ingest, corpus), queries,
                     args.k, QueryCache(encoder), engine.embedder.dims)
-    return measure_peers(work, lambda name, calls: measure(name, calls, args.warmup))
+
+    def pair(name: str, cached: Calls, e2e: Calls) -> dict[str, Any]:
+        both = {**calls, f"peer_{name}": cached, f"peer_{name}_e2e": e2e}
+        return paired_with_peer(both, name, args.warmup)
+
+    return measure_peers(work, lambda name, loop: measure(name, loop, args.warmup), pair)
 
 
 # --- Output ------------------------------------------------------------------------------
@@ -656,11 +706,20 @@ def print_table(report: dict[str, Any]) -> None:
     check = report["consistency"]
     print(f"engine hits found in the raw replies ({check['checked']} queries): " + ", ".join(
         f"{m} {check[f'{m}_hits_in_raw']:.0%}" for m in ("vector", "keyword", "hybrid")))
-    paired = check["paired"]
-    print(f"hybrid over its raw calls, taking turns in blocks of {paired['block']}: "
-          f"{paired['hybrid_over_raw_calls_p50']:.2f}x pooled, "
-          f"{paired['median_of_blocks']:.2f}x median of {paired['blocks']} blocks "
-          f"({min(paired['ratio_per_block']):.2f}x-{max(paired['ratio_per_block']):.2f}x)")
+    print(f"taking turns in blocks of {PAIRED_BLOCK} calls:")
+    for what, paired, key in (
+        ("hybrid over its raw calls", check["paired"], "hybrid_over_raw_calls_p50"),
+        ("hybrid_e2e over query_embedding + hybrid", check["paired_e2e"],
+         "hybrid_e2e_over_query_embedding_plus_hybrid_p50"),
+    ):
+        print(f"  {what}: {paired[key]:.2f}x pooled, {paired['median_of_blocks']:.2f}x "
+              f"median of {paired['blocks']} blocks "
+              f"({min(paired['ratio_per_block']):.2f}x-{max(paired['ratio_per_block']):.2f}x)")
+    for peer, about in report["peers"].items():
+        paired = about.get("paired", {})
+        print(f"  peer {peer}: " + ", ".join(
+            f"{name.removesuffix('_p50')} {value:.2f}x"
+            for name, value in paired.items() if name.endswith("_p50")))
 
 
 # --- Entry point -------------------------------------------------------------------------
@@ -723,11 +782,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"warning: the index holds {indexed} documents, {corpus.size} were written",
                   file=sys.stderr)
         torch_reference = SentenceTransformerEmbedder(query_backend="torch")
-        measurements, check = run_measurements(engine, e2e, client, queries, args.k, args.warmup,
-                                               torch_reference)
+        measurements, check, calls = run_measurements(
+            engine, e2e, client, queries, args.k, args.warmup, torch_reference)
         concurrent_rows = concurrent(engine, queries, args.k, args.warmup)
         peer_rows, peer_info = (
-            peers(engine, url, corpus, before_ingest, queries, args, engine.embedder.inner)
+            peers(engine, url, corpus, before_ingest, queries, args, engine.embedder.inner,
+                  calls)
             if args.peers else ([], {}))
         check["query_backend"] = engine.embedder.inner.query_backend
         check["query_cosine_min_vs_torch"] = query_agreement(

@@ -77,6 +77,12 @@ def test_recall_latency_quick(redis_url: str, tmp_path: Path) -> None:
     assert paired["hybrid_over_raw_calls_p50"] == pytest.approx(
         paired["p50_ms"]["hybrid"] / sum(v for n, v in paired["p50_ms"].items() if n != "hybrid"),
         abs=2e-3)
+    e2e = report["consistency"]["paired_e2e"]  # hybrid_e2e over its parts, taking turns
+    assert set(e2e["p50_ms"]) == {"query_embedding", "hybrid", "hybrid_e2e"}
+    assert e2e["blocks"] == len(e2e["ratio_per_block"]) >= 1
+    assert e2e["hybrid_e2e_over_query_embedding_plus_hybrid_p50"] == pytest.approx(
+        e2e["p50_ms"]["hybrid_e2e"] / (e2e["p50_ms"]["query_embedding"] + e2e["p50_ms"]["hybrid"]),
+        abs=2e-3)
     # the final read is one more round trip on top of the search pair
     assert results["raw_hybrid_all"]["p50_ms"] > 0
     assert report["ratios"]["hybrid_over_raw_hybrid_all_p50"] > 0
@@ -111,6 +117,14 @@ def test_recall_latency_quick_peers(
         # the cached row is the peer's search alone: the model ran in the e2e row only
         assert results[f"peer_{peer}"]["p50_ms"] < results[f"peer_{peer}_e2e"]["p50_ms"], peer
         assert report["peers"][peer]["version"], peer
+        paired = report["peers"][peer]["paired"]  # the engine and the peer taking turns
+        for suffix in ("", "_e2e"):
+            theirs = paired["p50_ms"][f"peer_{peer}{suffix}"]
+            for mine in ("vector", "hybrid"):
+                assert paired[f"{mine}{suffix}_over_peer_{peer}{suffix}_p50"] == pytest.approx(
+                    paired["p50_ms"][f"{mine}{suffix}"] / theirs, abs=2e-3), (peer, mine)
+                blocks = paired[f"{mine}{suffix}_over_peer_{peer}{suffix}_per_block"]
+                assert len(blocks) == paired["blocks"] >= 1
     # every peer dropped its index and documents
     indexes = [i.decode() for i in redis_client.execute_command("FT._LIST")]
     assert not [i for i in indexes if i.startswith("peer_")]
