@@ -38,7 +38,7 @@ from .security import load_key_chain
 from .store import StoreCore, StoreSettings, new_id
 from .store._crypto import Sealer
 from .store._history import HistoryKeys
-from .store._records import MEMORY_FIELDS, from_values
+from .store._records import from_values
 
 _NEW_FIELDS = {f.name for f in dataclasses.fields(NewMemory)}
 _UPDATABLE = ("text", "session_id", "kind", "role", "name", "importance", "metadata")
@@ -366,7 +366,7 @@ class EngineCore:
         keys = self.store_core.keys
         return script_args(
             owner_prefix=keys.memory(req.user_id, ""), recall_key=keys.recalls(req.user_id),
-            mode=req.mode, options=plan.options, k=req.k, fields=MEMORY_FIELDS,
+            mode=req.mode, options=plan.options, k=req.k,
             keyword=commands[0] if commands else None, vector=vector_cmd,
             exact_limit=self.config.exact_search_limit,
             search_filter=filter_text(req),

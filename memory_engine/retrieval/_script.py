@@ -23,14 +23,16 @@ from typing import Any
 
 from ..exceptions import StoreError
 from ..models import ScoreParts, SearchMode
+from ..store._records import MEMORY_FIELDS
 from ._ranking import Candidate, Fusion, Ranked, RankingOptions
 
 # KEYS[1]: the user's recall hash. ARGV: the user's memory-key prefix, mode (hybrid | vector |
 # keyword), final (1: rank and return only the top ``take``; 0: return the candidate replies
 # too), take, rrf k, keyword weight, vector weight, context credit, all recalls (1: the recall
 # entries of every candidate, for decay), exact limit, the search filter, the exact vector
-# query, then #fields, fields..., then #args and the keyword FT.SEARCH (0 when none), then
-# #args and the vector FT.SEARCH (0 when none).
+# query, then #args and the keyword FT.SEARCH (0 when none), then #args and the vector
+# FT.SEARCH (0 when none). The fields read per hit (``MEMORY_FIELDS``) are written into the
+# script itself (``__FIELDS__``): the same on every call, so not sent with each.
 #
 # Vector search: when the filter matches at most ``exact limit`` memories (counted first; 0
 # skips the count), the vector FT.SEARCH runs with the exact query (brute force over those
@@ -46,8 +48,7 @@ local owner, mode, final, take = ARGV[1], ARGV[2], ARGV[3] == '1', tonumber(ARGV
 local rrf_k, w_kw, w_vec = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local credit, all_recalls = tonumber(ARGV[8]), ARGV[9] == '1'
 local exact_limit = tonumber(ARGV[10])
-local nf = tonumber(ARGV[13])
-local i = 14 + nf
+local i = 13
 local kw, vec = {0}, {0}
 local n = tonumber(ARGV[i])
 if n > 0 then kw = redis.call(unpack(ARGV, i + 1, i + n)) end
@@ -156,7 +157,7 @@ if m > 0 and take > 0 then
   end
 end
 
-local read = {'HMGET', false, unpack(ARGV, 14, 13 + nf)}
+local read = {'HMGET', false, __FIELDS__}
 local top_ids, scores, kws, vecs, rows = {}, {}, {}, {}, {}
 for j = 1, n do
   local at = top[j]
@@ -175,6 +176,7 @@ local every = {}
 if all_recalls and m > 0 then every = redis.call('HMGET', KEYS[1], unpack(ids)) end
 return {top_ids, scores, kws, vecs, rows, recalls, kw, vec, ids, every}
 """
+SEARCH = SEARCH.replace("__FIELDS__", ", ".join(f"'{name}'" for name in MEMORY_FIELDS))
 SEARCH_SHA = hashlib.sha1(SEARCH.encode()).hexdigest()
 
 
@@ -189,7 +191,7 @@ def script_ranks(mode: SearchMode, options: RankingOptions) -> bool:
 
 def script_args(
     *, owner_prefix: str, recall_key: str, mode: SearchMode, options: RankingOptions, k: int,
-    fields: Sequence[str], keyword: Sequence[object] | None, vector: Sequence[object] | None,
+    keyword: Sequence[object] | None, vector: Sequence[object] | None,
     exact_limit: int = 0, search_filter: str = "", exact_query: str = "",
 ) -> list[object]:
     """The ``EVALSHA`` arguments (after the script hash) of one search.
@@ -204,7 +206,6 @@ def script_args(
         options.rrf_k, repr(options.keyword_weight), repr(options.vector_weight),
         repr(options.context_credit), int(options.decay_weight > 0),
         exact_limit if vector else 0, search_filter, exact_query,
-        len(fields), *fields,
         len(keyword or ()), *(keyword or ()),
         len(vector or ()), *(vector or ()),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -226,6 +227,17 @@ def from_fields(
     return _memory(memory_id, values, stat)
 
 
+# ``_memory`` builds Memory positionally (a search builds ten per call; keywords cost ~20%
+# more): in this order, which is checked here, at import.
+_MEMORY_ORDER = (
+    "id", "user_id", "text", "kind", "session_id", "role", "name", "created_at",
+    "last_accessed", "access_count", "importance", "metadata", "replaces", "previous_id",
+    "replaced_sessions", "replaced_span",
+)
+if tuple(f.name for f in dataclasses.fields(Memory)) != _MEMORY_ORDER:
+    raise ImportError("Memory's fields changed order: update _records._memory")
+
+
 def _memory(memory_id: str, values: Sequence[str], stat: bytes | str | None) -> Memory:
     """A Memory from decoded ``MEMORY_FIELDS`` values (in that order; "" where unset)."""
     (user_id, session, kind, role, name, text, created_at, last_accessed, access_count,
@@ -242,23 +254,23 @@ def _memory(memory_id: str, values: Sequence[str], stat: bytes | str | None) -> 
             sessions = tuple(summary_of.get("sessions", ()))
             if bounds := summary_of.get("span"):
                 span = (float(bounds[0]), float(bounds[1]))
-        return Memory(
-            id=memory_id,
-            user_id=unquote(user_id) if "%" in user_id else user_id,
-            text=text,
-            kind=_KINDS[kind],
-            session_id=(unquote(session) if "%" in session else session) if session else None,
-            role=_ROLES[role] if role else None,
-            name=name or None,
-            created_at=float(created_at),
-            last_accessed=accessed,
-            access_count=count,
-            importance=float(importance),
-            metadata=json.loads(metadata) if metadata and metadata != "{}" else {},
-            replaces=tuple(json.loads(replaces)) if replaces else (),
-            previous_id=previous_id or None,
-            replaced_sessions=sessions,
-            replaced_span=span,
+        return Memory(  # in _MEMORY_ORDER
+            memory_id,
+            unquote(user_id) if "%" in user_id else user_id,
+            text,
+            _KINDS[kind],
+            (unquote(session) if "%" in session else session) if session else None,
+            _ROLES[role] if role else None,
+            name or None,
+            float(created_at),
+            accessed,
+            count,
+            float(importance),
+            json.loads(metadata) if metadata and metadata != "{}" else {},
+            tuple(json.loads(replaces)) if replaces else (),
+            previous_id or None,
+            sessions,
+            span,
         )
     except (KeyError, ValueError) as exc:
         raise StoreError(f"memory {memory_id} is stored in an unreadable form: {exc}") from exc

@@ -36,18 +36,18 @@ def test_arguments_carry_the_ranking_options_and_both_commands() -> None:
         owner_prefix="p:mem:{alice}:", recall_key="p:acc:{alice}", mode=SearchMode.HYBRID,
         options=RankingOptions(rrf_k=30, keyword_weight=1.5, vector_weight=0.25,
                                context_credit=0.5),
-        k=7, fields=("text", "name"), keyword=["FT.SEARCH", "ix", "kw"],
+        k=7, keyword=["FT.SEARCH", "ix", "kw"],
         vector=["FT.SEARCH", "ix", "vec", "PARAMS"], exact_limit=500,
         search_filter="@user_id:{alice}", exact_query="exact",
     )
     assert args == [
         1, "p:acc:{alice}", "p:mem:{alice}:", "hybrid", 1, 7, 30, "1.5", "0.25", "0.5", 0,
         500, "@user_id:{alice}", "exact",
-        2, "text", "name", 3, "FT.SEARCH", "ix", "kw", 4, "FT.SEARCH", "ix", "vec", "PARAMS",
+        3, "FT.SEARCH", "ix", "kw", 4, "FT.SEARCH", "ix", "vec", "PARAMS",
     ]
     keyword_only = script_args(
         owner_prefix="o", recall_key="r", mode=SearchMode.KEYWORD,
-        options=RankingOptions(decay_weight=0.5), k=3, fields=("text",),
+        options=RankingOptions(decay_weight=0.5), k=3,
         keyword=["FT.SEARCH"], vector=None, exact_limit=500,
     )
     # not ranked by the script: twice k prefetched, every candidate's recall entry asked
