@@ -62,8 +62,11 @@ ratios of engine to raw p50 are the engine's overhead.
 The corpus is synthetic and reproducible (``--seed``): sentences from a shared vocabulary of a
 few hundred words, with clustered 384-dimensional unit vectors (cluster centroid + gaussian
 noise), written through ``MemoryEngine.add_many`` with precomputed embeddings, so ingest does
-not run the model. Query texts come from the same vocabulary; the vector ``raw_knn`` sends is
-the real model's embedding of the query text, so raw and engine search the same vector.
+not run the model. ``--embed-text`` gives every memory the bundled model's embedding of its
+own sentence instead (the same sentences; the model runs before each ``add_many``, untimed,
+and each distinct sentence is embedded once per run, so the peers get the same vectors).
+Query texts come from the same vocabulary; the vector ``raw_knn`` sends is the real model's
+embedding of the query text, so raw and engine search the same vector.
 
 Run (from the repository root)::
 
@@ -85,6 +88,7 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import datetime as dt
 import functools
 import itertools
@@ -235,16 +239,37 @@ def vocabulary_size() -> int:
 
 @dataclass(frozen=True, slots=True)
 class Corpus:
-    """Who owns how many memories, and the vector clusters they are drawn from."""
+    """Who owns how many memories, and the vector clusters they are drawn from. With
+    ``texts`` (``--embed-text``) every memory's vector is instead the model's embedding of
+    its text."""
 
     users: list[str]
     counts: npt.NDArray[np.int64]
     centroids: npt.NDArray[np.float32]
     user_clusters: npt.NDArray[np.int64]  # (users, 3): each user's favourite clusters
+    texts: TextVectors | None = None
 
     @property
     def size(self) -> int:
         return int(self.counts.sum())
+
+
+class TextVectors:
+    """The model's embeddings of memory texts, each text embedded once per run (the peers'
+    pass over the corpus gets the vectors the engine stored, without running the model
+    again)."""
+
+    def __init__(self, embedder: Embedder):
+        self._embedder = embedder
+        self._seen: dict[str, npt.NDArray[np.float32]] = {}
+
+    def __call__(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        new = [t for t in dict.fromkeys(texts) if t not in self._seen]
+        if new:
+            for text, row in zip(new, np.asarray(self._embedder.embed_documents(new)),
+                                 strict=True):
+                self._seen[text] = row.astype(np.float32)
+        return np.stack([self._seen[t] for t in texts])
 
 
 def make_corpus(rng: np.random.Generator, memories: int, users: int, dims: int) -> Corpus:
@@ -297,9 +322,12 @@ def user_memories(
     vectors = corpus.centroids[clusters] + rng.normal(0.0, NOISE, (n, dims)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     created = np.sort(now - rng.uniform(0.0, 365 * 86_400.0, n))
+    texts = [memory_text(rng, int(clusters[j])) for j in range(n)]
+    if corpus.texts is not None:  # the same draws either way; only the vectors differ
+        vectors = corpus.texts(texts)
     return [
         NewMemory(
-            text=memory_text(rng, int(clusters[j])),
+            text=texts[j],
             session_id=f"s{j // SESSION_LENGTH:04d}",
             role="user" if j % 2 == 0 else "assistant",
             created_at=float(created[j]),
@@ -734,6 +762,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "warmup": "untimed calls before each measurement",
     })
     parser.add_argument("--k", type=int, default=10, help="hits per search (default 10)")
+    parser.add_argument("--embed-text", action="store_true",
+                        help="give every memory the bundled model's embedding of its text "
+                        "instead of a synthetic clustered vector (the model runs over every "
+                        "memory before it is written: minutes at 100k)")
     add_common_arguments(parser, seed_of="data", quick_run="~3,000 memories, 30 users")
     parser.add_argument("--peers", action=argparse.BooleanOptionalAction,
                         help="also time langchain-redis, redisvl and mem0 (benchmarks/_peers.py); "
@@ -764,6 +796,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config = engine.config
 
         corpus = make_corpus(rng, args.memories, args.users, engine.embedder.dims)
+        if args.embed_text:
+            corpus = dataclasses.replace(corpus, texts=TextVectors(engine.embedder.inner))
         queries = make_queries(rng, corpus.users, args.queries)
         distinct = len({text for _, text in queries})
         if distinct > engine.config.query_cache_size:
@@ -804,6 +838,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "memories": corpus.size, "users": len(corpus.users), "queries": len(queries),
             "distinct_queries": distinct, "warmup": args.warmup, "seed": args.seed,
             "k": args.k, "dims": int(corpus.centroids.shape[1]), "clusters": N_CLUSTERS,
+            "vectors": "model (--embed-text)" if args.embed_text else "synthetic clusters",
             "vocabulary_words": vocabulary_size(), "embedder": engine.embedder.name,
             "hnsw": {"m": cfg.hnsw_m, "ef_construction": cfg.hnsw_ef_construction,
                      "ef_runtime": cfg.hnsw_ef_runtime},

@@ -47,6 +47,7 @@ def test_recall_latency_quick(redis_url: str, tmp_path: Path) -> None:
     report = run_quick(SCRIPT, redis_url, tmp_path / "r.json", "--no-peers")
     assert report["benchmark"] == "recall_latency"
     assert report["params"]["quick"] is True
+    assert report["params"]["vectors"] == "synthetic clusters"
     results = {r["name"]: r for r in report["results"] if r["clients"] == 1}
     assert set(results) == NAMES
     crowd = [r for r in report["results"] if r["clients"] > 1]
@@ -92,6 +93,37 @@ def test_recall_latency_quick(redis_url: str, tmp_path: Path) -> None:
     assert report["ratios"]["hybrid_e2e_over_query_embedding_plus_hybrid_p50"] > 0
     assert report["peers"] == {}
     assert not any("peer" in name for name in report["ratios"])
+
+
+def test_recall_latency_can_embed_the_memories_texts(
+    redis_url: str, tmp_path: Path, minilm: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # --embed-text: the same sentences, each memory's vector the model's embedding of it
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import recall_latency as bench
+
+    def draw(texts: Any) -> list[Any]:
+        rng = np.random.default_rng(3)
+        corpus = bench.make_corpus(rng, 40, 2, minilm.dims)
+        if texts is not None:
+            corpus = bench.dataclasses.replace(corpus, texts=texts)
+        return bench.user_memories(rng, corpus, 0, 1_000.0)
+
+    synthetic, embedded = draw(None), draw(bench.TextVectors(minilm))
+    assert [m.text for m in embedded] == [m.text for m in synthetic]
+    assert [m.created_at for m in embedded] == [m.created_at for m in synthetic]
+    model = np.asarray(minilm.embed_documents([m.text for m in embedded]))
+    stored = np.stack([np.asarray(m.embedding) for m in embedded])
+    assert np.allclose(stored, model, atol=1e-5)
+    assert not np.allclose(np.stack([np.asarray(m.embedding) for m in synthetic]), model,
+                           atol=1e-2)
+    report = run_quick(SCRIPT, redis_url, tmp_path / "text.json", "--no-peers", "--embed-text",
+                       "--memories", "200", "--users", "5", "--queries", "20",
+                       "--warmup", "2")
+    assert report["params"]["vectors"] == "model (--embed-text)"
+    assert report["params"]["memories"] == 200
+    for mode in ("vector", "keyword", "hybrid"):
+        assert report["consistency"][f"{mode}_hits_in_raw"] == 1.0
 
 
 PEERS = ("langchain_redis", "redisvl_history", "mem0")
