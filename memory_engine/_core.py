@@ -15,7 +15,7 @@ from . import _validation as check
 from ._context import Turn, conversation_context, sessions_of, speaker_line
 from .config import EngineConfig
 from .embeddings import Embedder, normalized
-from .exceptions import InvalidArgumentError, StoreError
+from .exceptions import InvalidArgumentError, MemoryEngineError, StoreError
 from .lifecycle.decay import DecayPolicy
 from .models import Memory, NewMemory, SearchHit, SearchMode, Vector
 from .retrieval._queries import (
@@ -33,7 +33,14 @@ from .retrieval._queries import (
 )
 from .retrieval._ranking import Candidate, Fusion, Ranked, RankingOptions, rank, with_overrides
 from .retrieval._results import keyword_candidates, vector_candidates, with_recall_stats
-from .retrieval._script import final_rows, read_reply, script_args
+from .retrieval._script import (
+    as_text,
+    is_final,
+    read_reply,
+    score_parts,
+    script_args,
+    unreadable,
+)
 from .security import load_key_chain
 from .store import StoreCore, StoreSettings, new_id
 from .store._crypto import Sealer
@@ -432,25 +439,38 @@ class EngineCore:
 
     def final_hits(self, plan: SearchPlan, reply: Sequence[Any]) -> list[SearchHit] | None:
         """The hits, when the search script ranked them itself (the default ranking) and so
-        read every one in full: the common case, built in one pass. None when it left the
-        ranking to Python; then :meth:`read_search`, :meth:`missing` and :meth:`hits` do."""
-        rows = final_rows(reply)
-        if rows is None:
+        read every one in full: the common case, built in one pass over the reply. None when
+        it left the ranking to Python; then :meth:`read_search`, :meth:`missing` and
+        :meth:`hits` do."""
+        if not is_final(reply):
             return None
         user_id, sealer = plan.request.user_id, self.sealer
         hits = []
-        for memory_id, score, parts, row, stat in rows:
-            memory = from_values(memory_id, row, stat, sealer)
-            if memory is not None:  # deleted since the search ran: left out
-                hits.append(_owned(SearchHit(memory, score, parts), user_id))
+        try:
+            for memory_id, score, kw, distance, row, stat in zip(*reply, strict=True):
+                memory = from_values(as_text(memory_id), row, stat, sealer)
+                if memory is None:  # deleted since the search ran: left out
+                    continue
+                if memory.user_id != user_id:
+                    raise _isolation_error(memory, user_id)
+                hits.append(SearchHit(memory, float(score), score_parts(kw, distance)))
+        except MemoryEngineError:  # unreadable memory, isolation, decryption: as they are
+            raise
+        except (TypeError, ValueError) as exc:  # the reply itself is not the script's
+            raise unreadable(exc) from exc
         return hits
 
 
 def _owned(hit: SearchHit, user_id: str) -> SearchHit:
     """``hit``, after checking it is ``user_id``'s: fail closed, never another user's."""
     if hit.memory.user_id != user_id:
-        raise StoreError(f"isolation check failed: memory {hit.memory.id} is not {user_id!r}'s")
+        raise _isolation_error(hit.memory, user_id)
     return hit
+
+
+def _isolation_error(memory: Memory, user_id: str) -> StoreError:
+    return StoreError(f"isolation check failed: memory {memory.id} is not {user_id!r}'s")
+
 
 
 @dataclass(frozen=True, slots=True)

@@ -231,32 +231,41 @@ class ScriptReply:
     recalls: dict[str, Any] | None = None
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A reply string (bytes from a client that leaves replies undecoded) as str."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def final_rows(reply: Sequence[Any]) -> list[tuple[str, float, ScoreParts, Any, Any]] | None:
-    """The hits of a reply the script ranked itself (the usual case), best first: (memory
-    id, score, score parts, HMGET row, recall entry) each. None when the reply carries the
-    candidate lists for Python to rank (see :func:`read_reply`)."""
-    if len(reply) != 6:
-        return None
-    return _hit_rows(reply)
+def is_final(reply: Sequence[Any]) -> bool:
+    """Whether the script ranked this reply itself (the usual case): then it holds only the
+    hits, best first, as (ids, scores, keyword scores, vector distances, HMGET rows, recall
+    entries). Otherwise it also carries the candidate lists for Python to rank (see
+    :func:`read_reply`)."""
+    return len(reply) == 6
+
+
+def score_parts(keyword: Any, distance: Any) -> ScoreParts:
+    """A hit's score parts from the reply's keyword score and vector distance (None: the
+    hit was not that mode's candidate)."""
+    return ScoreParts(keyword=None if keyword is None else float(keyword),
+                      vector=None if distance is None else 1.0 - float(distance))
 
 
 def _hit_rows(reply: Sequence[Any]) -> list[tuple[str, float, ScoreParts, Any, Any]]:
     try:
         top, scores, kws, vecs, rows, recalls = reply[:6]
         return [
-            (_text(memory_id), float(score),
-             ScoreParts(keyword=None if kw is None else float(kw),
-                        vector=None if distance is None else 1.0 - float(distance)),
-             row, stat)
+            (as_text(memory_id), float(score), score_parts(kw, distance), row, stat)
             for memory_id, score, kw, distance, row, stat
             in zip(top, scores, kws, vecs, rows, recalls, strict=True)
         ]
     except (TypeError, ValueError) as exc:
-        raise StoreError(f"the search script returned an unreadable reply: {exc}") from exc
+        raise unreadable(exc) from exc
+
+
+def unreadable(exc: Exception) -> StoreError:
+    """The error for a reply not in the script's shape (``exc`` says what did not fit)."""
+    return StoreError(f"the search script returned an unreadable reply: {exc}")
 
 
 def read_reply(reply: Sequence[Any]) -> ScriptReply:
@@ -264,17 +273,17 @@ def read_reply(reply: Sequence[Any]) -> ScriptReply:
     hits = _hit_rows(reply)
     ranked = [Ranked(Candidate(i, score), score, parts) for i, score, parts, _, _ in hits]
     loaded = {i: (row, stat) for i, _, _, row, stat in hits}
-    if len(reply) == 6:
+    if is_final(reply):
         return ScriptReply(ranked, loaded)
     try:
         keyword, vector, seq, every = reply[6:]
-        stats = ({_text(i): s for i, s in zip(seq, every, strict=True)} if every else None)
+        stats = ({as_text(i): s for i, s in zip(seq, every, strict=True)} if every else None)
     except (TypeError, ValueError) as exc:
-        raise StoreError(f"the search script returned an unreadable reply: {exc}") from exc
+        raise unreadable(exc) from exc
     return ScriptReply(ranked, loaded, keyword, vector, stats)
 
 
 __all__ = [
-    "SEARCH", "SEARCH_SHA", "ScriptReply", "final_rows", "read_reply", "script_args",
-    "script_ranks",
+    "SEARCH", "SEARCH_SHA", "ScriptReply", "as_text", "is_final", "read_reply", "score_parts",
+    "script_args", "script_ranks", "unreadable",
 ]
