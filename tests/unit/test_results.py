@@ -92,6 +92,27 @@ def test_search_commands_return_only_what_ranking_reads() -> None:
     assert args[10] == 1
 
 
+def test_previous_id_is_read_only_where_context_credit_uses_it() -> None:
+    """RediSearch opens a candidate's hash for any stored field it returns; a KNN's distance
+    needs none. ``previous_id`` serves hybrid context credit alone."""
+    vector = np.full(8, 0.1, dtype=np.float32)
+    core = _core()
+    (only,) = core.search_commands(
+        core.plan_search("alice", "hiking", k=5, mode="vector", clock=1.0), vector)
+    assert _returned(only) == ["vector_distance"]
+    plan = core.plan_search("alice", "hiking", k=5, mode="vector", clock=1.0, decay_weight=0.3)
+    (only,) = core.search_commands(plan, vector)
+    assert _returned(only) == ["last_accessed", "access_count", "importance", "vector_distance"]
+    # a keyword reply keeps one field: with none (NOCONTENT) its rows take another shape
+    (only,) = core.search_commands(
+        core.plan_search("alice", "hiking", k=5, mode="keyword", clock=1.0), None)
+    assert _returned(only) == ["previous_id"]
+    no_credit = _core(context_credit=0.0)
+    keyword, knn = no_credit.search_commands(
+        no_credit.plan_search("alice", "hiking", k=5, mode="hybrid", clock=1.0), vector)
+    assert (_returned(keyword), _returned(knn)) == (["previous_id"], ["vector_distance"])
+
+
 def test_hits_skip_memories_deleted_since_and_fail_closed_on_another_user() -> None:
     core = _core()
     plan = core.plan_search("alice", "hiking", k=5, mode="hybrid", clock=1.0)
