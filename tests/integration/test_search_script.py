@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
+from redisvl.index import SearchIndex
 
 from memory_engine import EngineConfig, MemoryEngine, NewMemory, SearchMode
 from memory_engine.embeddings import SentenceTransformerEmbedder
@@ -27,6 +28,7 @@ from memory_engine.retrieval._queries import count_command
 from memory_engine.retrieval._ranking import Ranked
 from memory_engine.retrieval._results import keyword_candidates, vector_candidates
 from memory_engine.retrieval._script import SEARCH, read_reply
+from memory_engine.store._schema import build_schema
 
 pytestmark = pytest.mark.integration
 
@@ -255,3 +257,57 @@ def test_vector_search_is_exact_up_to_the_limit(
         redis_client.delete("tpoor:meta")
     assert recalls[20_000] == 1.0
     assert recalls[0] < 0.9, recalls
+
+
+def _attributes(client: redis.Redis, index: str) -> dict[str, list[Any]]:
+    info = client.execute_command("FT.INFO", index)
+    attrs = dict(zip(info[::2], info[1::2], strict=True))[b"attributes"]
+    return {a[a.index(b"attribute") + 1].decode(): a for a in attrs}
+
+
+def test_previous_id_comes_from_the_index_and_an_index_without_it_still_ranks(
+    locomo: tuple[MemoryEngine, list[str]], redis_client: redis.Redis,
+) -> None:
+    """``previous_id`` is a sortable, unindexed field, so a search returns it from the index
+    instead of opening each candidate's hash: the copy must be the hash's value, exactly.
+    An index made before the field existed (the same keys, indexed without it) is accepted,
+    and ranks exactly as the Python reference does on it."""
+    engine, questions = locomo
+    assert {b"SORTABLE", b"NOINDEX"} <= set(_attributes(redis_client, "tscript")["previous_id"])
+    keys = engine._core.store_core.keys
+    reply = redis_client.execute_command(
+        "FT.SEARCH", "tscript", "@user_id:{conv\\-a}", "RETURN", 1, "previous_id",
+        "LIMIT", 0, 10_000, "DIALECT", 2)
+    from_index = {key: dict(zip(f[::2], f[1::2], strict=True)).get(b"previous_id", b"")
+                  for key, f in zip(reply[1::2], reply[2::2], strict=True)}
+    assert len(from_index) == reply[0] == engine.count(USER) > 100
+    assert sum(1 for v in from_index.values() if v) > 100  # most turns follow another
+    assert from_index == {key: redis_client.hget(key, "previous_id") for key in from_index}
+    assert all(key.startswith(keys.memory(USER, "").encode()) for key in from_index)
+
+    spec = engine._core.store_core.spec
+    old = {**spec, "index": {**spec["index"], "name": "tscript_old"},
+           "fields": [f for f in spec["fields"] if f["name"] != "previous_id"]}
+    SearchIndex(build_schema(old), redis_client=redis_client).create()
+    try:
+        while True:  # the new index scans the stored memories in the background
+            info = redis_client.execute_command("FT.INFO", "tscript_old")
+            if dict(zip(info[::2], info[1::2], strict=True))[b"indexing"] in (0, b"0"):
+                break
+        assert "previous_id" not in _attributes(redis_client, "tscript_old")
+        config = engine.config.with_(index_name="tscript_old")
+        with MemoryEngine(config, embedder=engine.embedder.inner) as before:
+            compared = 0
+            for question, options in itertools.product(questions[:20], OPTIONS[:4]):
+                expected = reference(before, redis_client, question, **options)
+                hits = before.search(USER, question, now=NOW, **options)
+                assert [(h.memory.id, h.score, h.parts) for h in hits] == [
+                    (r.id, r.score, r.parts) for r in expected], question
+                compared += bool(hits)
+                if options["mode"] == "vector":  # no BM25 statistics: same on both indexes
+                    assert [(h.memory.id, h.score) for h in hits] == [
+                        (h.memory.id, h.score)
+                        for h in engine.search(USER, question, now=NOW, **options)]
+            assert compared >= 40
+    finally:
+        redis_client.execute_command("FT.DROPINDEX", "tscript_old")

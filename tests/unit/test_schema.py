@@ -13,12 +13,18 @@ def _info(
     case_sensitive: bool = True,
     extra: list | None = None,
     created_path: bytes = b"created_at",
+    previous: list | None = None,
 ) -> list:
     tag = [b"CASESENSITIVE"] if case_sensitive else []
     attrs = [
         [b"identifier", name, b"attribute", name, b"type", b"TAG", b"SEPARATOR", b",", *tag]
         for name in (b"user_id", b"session_id", b"kind", b"role")
     ]
+    attrs.append(previous if previous is not None else [
+        b"identifier", b"previous_id", b"attribute", b"previous_id", b"type", b"TAG",
+        b"SEPARATOR", b",", *tag, b"SORTABLE", b"UNF", b"NOINDEX"])
+    if not attrs[-1]:
+        attrs.pop()
     for name in (b"text", b"name", b"context"):
         attrs.append([b"identifier", name, b"attribute", name, b"type", b"TEXT", b"WEIGHT", b"1"])
     for path, name in ((created_path, b"created"), (b"last_accessed", b"accessed"),
@@ -41,6 +47,17 @@ def _info(
 def test_matching_index_passes() -> None:
     check_compatible("idx", _info(), _spec())
     assert describe_info(_info())["fields"]["embedding"]["dim"] == "384"
+
+
+def test_previous_id_is_sortable_unindexed_and_optional() -> None:
+    """Hybrid searches return ``previous_id`` for every candidate: a sortable copy in the
+    index saves opening each hash. An index made before it existed still opens."""
+    (field,) = [f for f in _spec()["fields"] if f["name"] == "previous_id"]
+    assert field["attrs"] == {"case_sensitive": True, "sortable": True, "no_index": True}
+    check_compatible("idx", _info(previous=[]), _spec())
+    wrong = [b"identifier", b"previous_id", b"attribute", b"previous_id", b"type", b"TEXT"]
+    with pytest.raises(SchemaMismatchError, match="previous_id"):
+        check_compatible("idx", _info(previous=wrong), _spec())
 
 
 @pytest.mark.parametrize(
