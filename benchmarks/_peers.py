@@ -113,7 +113,8 @@ class Workload:
     """What every peer gets: the Redis, the memories, the queries, k and the model."""
 
     redis_url: str
-    corpus: Callable[[], Iterable[UserMemories]]  # each call: a fresh pass, same memories
+    corpus: Callable[[], Iterable[UserMemories]]  # each call: a fresh pass, same memories,
+    # a user's memories whole or in parts (in order)
     queries: Sequence[tuple[str, str]]
     k: int
     embedder: QueryEncoder  # the engine's query encoder (bundled model; ONNX with the fast extra)
@@ -178,12 +179,13 @@ class _Vectors:
 
 
 def _ingest(work: Workload, write: Callable[[UserMemories], object]) -> set[str]:
-    """``write`` every user's memories; returns the texts of the first query's user."""
+    """``write`` every batch of the corpus (a user's memories, whole or in parts); returns
+    the texts of the first query's user."""
     first, texts = work.queries[0][0], set[str]()
     for mem in work.corpus():
         write(mem)
         if mem.user == first:
-            texts = set(mem.texts)
+            texts |= set(mem.texts)
     return texts
 
 

@@ -65,8 +65,11 @@ noise), written through ``MemoryEngine.add_many`` with precomputed embeddings, s
 not run the model. ``--embed-text`` gives every memory the bundled model's embedding of its
 own sentence instead (the same sentences; the model runs before each ``add_many``, untimed,
 and each distinct sentence is embedded once per run, so the peers get the same vectors).
-Query texts come from the same vocabulary; the vector ``raw_knn`` sends is the real model's
-embedding of the query text, so raw and engine search the same vector.
+Memories are written user by user; ``--interleave`` writes one session per user in turn, as
+many users talking at once do, which leaves each user's memories scattered in the index
+(``params.write_order``). Query texts come from the same vocabulary; the vector ``raw_knn``
+sends is the real model's embedding of the query text, so raw and engine search the same
+vector.
 
 Run (from the repository root)::
 
@@ -350,19 +353,45 @@ def make_queries(
 # --- Ingest and measurement --------------------------------------------------------------
 
 
-def ingest(engine: MemoryEngine, corpus: Corpus, rng: np.random.Generator) -> dict[str, float]:
-    """Write the corpus through ``add_many``; only the ``add_many`` calls are timed."""
-    now = time.time()
-    spent = 0.0
-    with tqdm(total=corpus.size, desc="ingest", unit="mem", file=sys.stderr) as bar:
+def taking_turns(sizes: Sequence[int], size: int) -> Iterator[tuple[int, slice]]:
+    """(group, slice) pairs covering every group ``size`` items at a time, the groups taking
+    turns (each group's slices in order): how many users talking at once write."""
+    for start in range(0, max(sizes, default=0), size):
+        for group, n in enumerate(sizes):
+            if start < n:
+                yield group, slice(start, start + size)
+
+
+def write_batches(
+    rng: np.random.Generator, corpus: Corpus, now: float, interleave: bool
+) -> Iterator[tuple[str, list[NewMemory]]]:
+    """The corpus as ``add_many`` calls (user, memories): user by user, ``WRITE_CHUNK`` at a
+    time; or, with ``interleave``, one session (``SESSION_LENGTH`` memories) per user in turn,
+    so a user's memories lie scattered in the index as they do where many users write at
+    once. The same memories (the same draws) either way."""
+    if not interleave:
         for index, user in enumerate(corpus.users):
             items = user_memories(rng, corpus, index, now)
             for start in range(0, len(items), WRITE_CHUNK):
-                chunk = items[start : start + WRITE_CHUNK]
-                t0 = time.perf_counter()
-                engine.add_many(user, chunk)
-                spent += time.perf_counter() - t0
-                bar.update(len(chunk))
+                yield user, items[start : start + WRITE_CHUNK]
+        return
+    every = [user_memories(rng, corpus, index, now) for index in range(len(corpus.users))]
+    for group, part in taking_turns([len(items) for items in every], SESSION_LENGTH):
+        yield corpus.users[group], every[group][part]
+
+
+def ingest(
+    engine: MemoryEngine, corpus: Corpus, rng: np.random.Generator, *, interleave: bool = False,
+) -> dict[str, float]:
+    """Write the corpus through ``add_many`` (see :func:`write_batches` for the order); only
+    the ``add_many`` calls are timed."""
+    spent = 0.0
+    with tqdm(total=corpus.size, desc="ingest", unit="mem", file=sys.stderr) as bar:
+        for user, chunk in write_batches(rng, corpus, time.time(), interleave):
+            t0 = time.perf_counter()
+            engine.add_many(user, chunk)
+            spent += time.perf_counter() - t0
+            bar.update(len(chunk))
     return {"memories": corpus.size, "seconds": spent, "memories_per_s": corpus.size / spent}
 
 
@@ -677,6 +706,21 @@ def peer_corpus(rng: np.random.Generator, corpus: Corpus) -> Iterator[UserMemori
         )
 
 
+def peer_batches(
+    rng: np.random.Generator, corpus: Corpus, interleave: bool
+) -> Iterator[UserMemories]:
+    """:func:`peer_corpus` in the order :func:`ingest` writes it: each user whole, or with
+    ``interleave`` one session per user in turn."""
+    if not interleave:
+        yield from peer_corpus(rng, corpus)
+        return
+    every = list(peer_corpus(rng, corpus))
+    for group, part in taking_turns([len(m.texts) for m in every], SESSION_LENGTH):
+        m = every[group]
+        yield UserMemories(m.user, m.texts[part], m.roles[part], m.created_at[part],
+                           m.vectors[part])
+
+
 def peers(
     engine: MemoryEngine, url: str, corpus: Corpus, before_ingest: np.random.Generator,
     queries: Sequence[tuple[str, str]], args: argparse.Namespace, encoder: Embedder,
@@ -689,8 +733,8 @@ def peers(
     mine = next(m.texts for m in peer_corpus(before_ingest, corpus) if m.user == user)
     if any(h.memory.text not in mine for h in engine.search(user, text, k=args.k)):
         raise SystemExit("the peers' copy of the corpus differs from what the engine stored")
-    work = Workload(url, functools.partial(peer_corpus, before_ingest, corpus), queries,
-                    args.k, QueryCache(encoder), engine.embedder.dims)
+    work = Workload(url, functools.partial(peer_batches, before_ingest, corpus, args.interleave),
+                    queries, args.k, QueryCache(encoder), engine.embedder.dims)
 
     def pair(name: str, cached: Calls, e2e: Calls) -> dict[str, Any]:
         both = {**calls, f"peer_{name}": cached, f"peer_{name}_e2e": e2e}
@@ -766,6 +810,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="give every memory the bundled model's embedding of its text "
                         "instead of a synthetic clustered vector (the model runs over every "
                         "memory before it is written: minutes at 100k)")
+    parser.add_argument("--interleave", action="store_true",
+                        help=f"write the corpus one session ({SESSION_LENGTH} memories) per "
+                        "user in turn, as many users talking at once do, instead of user by "
+                        "user: each user's memories then lie scattered in the index (the "
+                        "peers get the same order)")
     add_common_arguments(parser, seed_of="data", quick_run="~3,000 memories, 30 users")
     parser.add_argument("--peers", action=argparse.BooleanOptionalAction,
                         help="also time langchain-redis, redisvl and mem0 (benchmarks/_peers.py); "
@@ -810,7 +859,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         e2e.connect()
 
         before_ingest = copy.deepcopy(rng)  # the peers get the same memories
-        ingest_stats = ingest(engine, corpus, rng)
+        ingest_stats = ingest(engine, corpus, rng, interleave=args.interleave)
         indexed = int(info_value(client.execute_command("FT.INFO", config.index_name), "num_docs"))
         if indexed != corpus.size:
             print(f"warning: the index holds {indexed} documents, {corpus.size} were written",
@@ -839,6 +888,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "distinct_queries": distinct, "warmup": args.warmup, "seed": args.seed,
             "k": args.k, "dims": int(corpus.centroids.shape[1]), "clusters": N_CLUSTERS,
             "vectors": "model (--embed-text)" if args.embed_text else "synthetic clusters",
+            "write_order": (f"interleaved: one session ({SESSION_LENGTH} memories) per user in "
+                            "turn" if args.interleave else "user by user"),
             "vocabulary_words": vocabulary_size(), "embedder": engine.embedder.name,
             "hnsw": {"m": cfg.hnsw_m, "ef_construction": cfg.hnsw_ef_construction,
                      "ef_runtime": cfg.hnsw_ef_runtime},

@@ -48,6 +48,7 @@ def test_recall_latency_quick(redis_url: str, tmp_path: Path) -> None:
     assert report["benchmark"] == "recall_latency"
     assert report["params"]["quick"] is True
     assert report["params"]["vectors"] == "synthetic clusters"
+    assert report["params"]["write_order"] == "user by user"
     results = {r["name"]: r for r in report["results"] if r["clients"] == 1}
     assert set(results) == NAMES
     crowd = [r for r in report["results"] if r["clients"] > 1]
@@ -122,6 +123,49 @@ def test_recall_latency_can_embed_the_memories_texts(
                        "--warmup", "2")
     assert report["params"]["vectors"] == "model (--embed-text)"
     assert report["params"]["memories"] == 200
+    for mode in ("vector", "keyword", "hybrid"):
+        assert report["consistency"][f"{mode}_hits_in_raw"] == 1.0
+
+
+def test_recall_latency_can_write_users_in_turn(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # --interleave: the same memories, one session per user in turn; the peers' copy too
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import recall_latency as bench
+
+    assert list(bench.taking_turns([3, 0, 5], 2)) == [
+        (0, slice(0, 2)), (2, slice(0, 2)), (0, slice(2, 4)), (2, slice(2, 4)), (2, slice(4, 6))]
+
+    def written(interleave: bool) -> list[tuple[str, list[Any]]]:
+        rng = np.random.default_rng(5)
+        corpus = bench.make_corpus(rng, 300, 4, 8)
+        return list(bench.write_batches(rng, corpus, 1_000.0, interleave))
+
+    def peers(interleave: bool) -> list[tuple[str, list[str]]]:
+        rng = np.random.default_rng(5)
+        corpus = bench.make_corpus(rng, 300, 4, 8)
+        return [(m.user, m.texts) for m in bench.peer_batches(rng, corpus, interleave)]
+
+    def per_user(batches: list[tuple[str, list[Any]]]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {}
+        for user, items in batches:
+            out.setdefault(user, []).extend(items)
+        return out
+
+    whole, turns = written(False), written(True)
+    assert len({user for user, _ in turns[:4]}) == 4  # every user once before anyone again
+    assert all(len(items) <= bench.SESSION_LENGTH for _, items in turns)
+    mine = per_user(whole)
+    assert {u: [(m.text, m.created_at) for m in ms] for u, ms in per_user(turns).items()} == {
+        u: [(m.text, m.created_at) for m in ms] for u, ms in mine.items()}
+    assert [user for user, _ in peers(True)] == [user for user, _ in turns]
+    assert per_user(peers(True)) == per_user(peers(False)) == {
+        u: [m.text for m in ms] for u, ms in mine.items()}
+    report = run_quick(SCRIPT, redis_url, tmp_path / "turns.json", "--no-peers", "--interleave",
+                       "--memories", "400", "--users", "8", "--queries", "20", "--warmup", "2")
+    assert report["params"]["write_order"].startswith("interleaved")
+    assert report["params"]["memories"] == 400
     for mode in ("vector", "keyword", "hybrid"):
         assert report["consistency"][f"{mode}_hits_in_raw"] == 1.0
 
