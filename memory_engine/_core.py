@@ -458,11 +458,9 @@ class EngineCore:
         try:
             for memory_id, score, kw, distance, row, stat in zip(*reply, strict=True):
                 memory = from_values(as_text(memory_id), row, stat, sealer)
-                if memory is None:  # deleted since the search ran: left out
-                    continue
-                if memory.user_id != user_id:
-                    raise _isolation_error(memory, user_id)
-                hits.append(SearchHit(memory, float(score), score_parts(kw, distance)))
+                if memory is not None:  # else deleted since the search ran: left out
+                    hit = SearchHit(memory, float(score), score_parts(kw, distance))
+                    hits.append(_owned(hit, user_id))
         except MemoryEngineError:  # unreadable memory, isolation, decryption: as they are
             raise
         except (TypeError, ValueError) as exc:  # the reply itself is not the script's
@@ -473,12 +471,8 @@ class EngineCore:
 def _owned(hit: SearchHit, user_id: str) -> SearchHit:
     """``hit``, after checking it is ``user_id``'s: fail closed, never another user's."""
     if hit.memory.user_id != user_id:
-        raise _isolation_error(hit.memory, user_id)
+        raise StoreError(f"isolation check failed: memory {hit.memory.id} is not {user_id!r}'s")
     return hit
-
-
-def _isolation_error(memory: Memory, user_id: str) -> StoreError:
-    return StoreError(f"isolation check failed: memory {memory.id} is not {user_id!r}'s")
 
 
 @dataclass(frozen=True, slots=True)
