@@ -45,7 +45,7 @@ from _common import (
     server_versions,
     timed,
 )
-from recall_latency import WRITE_CHUNK, make_corpus, make_queries, user_memories
+from recall_latency import make_corpus, make_queries, write_batches
 
 from memory_engine import MemoryEngine
 from memory_engine.retrieval._queries import count_command
@@ -58,20 +58,17 @@ def ingest(
 ) -> tuple[float, dict[str, tuple[list[str], np.ndarray]]]:
     """Write the corpus; return seconds spent in ``add_many`` and, for the users in ``keep``,
     their memory ids and vectors (for exact search)."""
-    now = time.time()
     spent = 0.0
-    kept: dict[str, tuple[list[str], np.ndarray]] = {}
-    for index, user in enumerate(corpus.users):
-        items = user_memories(rng, corpus, index, now)
-        ids: list[str] = []
-        for start in range(0, len(items), WRITE_CHUNK):
-            t = time.perf_counter()
-            written = engine.add_many(user, items[start : start + WRITE_CHUNK])
-            spent += time.perf_counter() - t
-            ids += [m.id for m in written]
+    kept: dict[str, tuple[list[str], list[Any]]] = {}
+    for user, chunk in write_batches(rng, corpus, time.time(), interleave=False):
+        t = time.perf_counter()
+        written = engine.add_many(user, chunk)
+        spent += time.perf_counter() - t
         if user in keep:
-            kept[user] = (ids, np.stack([np.asarray(i.embedding) for i in items]))
-    return spent, kept
+            ids, vectors = kept.setdefault(user, ([], []))
+            ids += [m.id for m in written]
+            vectors += [np.asarray(item.embedding) for item in chunk]
+    return spent, {user: (ids, np.stack(vectors)) for user, (ids, vectors) in kept.items()}
 
 
 def exact_top(vectors: np.ndarray, ids: Sequence[str], query: np.ndarray, k: int) -> set[str]:
