@@ -15,9 +15,13 @@ vectors). At each point, for the same kind of queries (embedded once, cached):
 Sweeps: 10k and 100k memories over 1,000 users (``--million`` adds 1M: ~7 minutes of ingest
 and ~7 GB of Redis memory), then 100k memories over 10, 1,000 and 100,000 users.
 
+Memories are written user by user; ``--interleave`` writes one session per user in turn, as
+many users talking at once do, so each user's memories lie scattered in the index (see
+``recall_latency.py``).
+
 Run::
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/scale.py [--million]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/scale.py [--million] [--interleave]
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from _common import (
     server_versions,
     timed,
 )
-from recall_latency import make_corpus, make_queries, write_batches
+from recall_latency import SESSION_LENGTH, make_corpus, make_queries, write_batches
 
 from memory_engine import MemoryEngine
 from memory_engine.retrieval._queries import count_command
@@ -54,13 +58,15 @@ K = 10
 
 
 def ingest(
-    engine: MemoryEngine, rng: np.random.Generator, corpus: Any, keep: set[str]
+    engine: MemoryEngine, rng: np.random.Generator, corpus: Any, keep: set[str], *,
+    interleave: bool = False,
 ) -> tuple[float, dict[str, tuple[list[str], np.ndarray]]]:
-    """Write the corpus; return seconds spent in ``add_many`` and, for the users in ``keep``,
-    their memory ids and vectors (for exact search)."""
+    """Write the corpus (user by user, or with ``interleave`` one session per user in turn);
+    return seconds spent in ``add_many`` and, for the users in ``keep``, their memory ids and
+    vectors (for exact search)."""
     spent = 0.0
     kept: dict[str, tuple[list[str], list[Any]]] = {}
-    for user, chunk in write_batches(rng, corpus, time.time(), interleave=False):
+    for user, chunk in write_batches(rng, corpus, time.time(), interleave):
         t = time.perf_counter()
         written = engine.add_many(user, chunk)
         spent += time.perf_counter() - t
@@ -77,7 +83,8 @@ def exact_top(vectors: np.ndarray, ids: Sequence[str], query: np.ndarray, k: int
 
 
 def run_point(
-    url: str, client: redis.Redis, memories: int, users: int, queries: int, seed: int,
+    url: str, client: redis.Redis, memories: int, users: int, queries: int, seed: int, *,
+    interleave: bool = False,
 ) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     with contextlib.ExitStack() as scratch:
@@ -85,7 +92,7 @@ def run_point(
         corpus = make_corpus(rng, memories, users, engine.embedder.dims)
         asked = make_queries(rng, corpus.users, queries)
         before = int(client.info("memory")["used_memory"])
-        spent, kept = ingest(engine, rng, corpus, {u for u, _ in asked})
+        spent, kept = ingest(engine, rng, corpus, {u for u, _ in asked}, interleave=interleave)
         used = int(client.info("memory")["used_memory"]) - before
         indexed = int(info_value(client.execute_command("FT.INFO", engine.config.index_name),
                                  "num_docs"))
@@ -137,12 +144,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results = []
         for memories, users in points(args):
             print(f"point: {memories:,} memories, {users:,} users", file=sys.stderr, flush=True)
-            results.append(run_point(url, client, memories, users, args.queries, args.seed))
+            results.append(run_point(url, client, memories, users, args.queries, args.seed,
+                                     interleave=args.interleave))
         versions = server_versions(client)
     return {
         **provenance("scale", versions),
         "params": {"k": K, "queries": args.queries, "seed": args.seed, "quick": args.quick,
                    "million": args.million,
+                   "write_order": (f"interleaved: one session ({SESSION_LENGTH} memories) per "
+                                   "user in turn" if args.interleave else "user by user"),
                    "redis": "external" if args.redis_url else "embedded"},
         "points": results,
     }
@@ -174,7 +184,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.set_xlabel(label)
         ax.set_ylabel("latency (ms)")
         ax.grid(alpha=0.3)
-    by_size.set_title("search latency against index size")
+    order = "" if report["params"].get("write_order", "user by user") == "user by user" else (
+        ", interleaved writes")
+    by_size.set_title(f"search latency against index size{order}")
     by_users.set_title("search latency against number of users")
     by_users.legend(fontsize=7)
     fig.tight_layout()
@@ -200,6 +212,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, help="queries per point (default 500, 60 quick)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--quick", action="store_true", help="small points, for CI")
+    parser.add_argument("--interleave", action="store_true",
+                        help=f"write one session ({SESSION_LENGTH} memories) per user in turn "
+                        "instead of user by user: each user's memories lie scattered in the index")
     parser.add_argument("--out", type=Path, help="result JSON; the PNG is written next to it")
     parser.add_argument("--redis-url", help="default: a private embedded server")
     args = parser.parse_args(argv)

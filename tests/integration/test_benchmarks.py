@@ -308,8 +308,10 @@ SCALE_SCRIPT = SCRIPT.with_name("scale.py")
 
 
 def test_scale_benchmark_quick(redis_url: str, tmp_path: Path) -> None:
-    report = run_quick(SCALE_SCRIPT, redis_url, tmp_path / "scale.json")
+    # --interleave here; the default order's ingest is checked against it below
+    report = run_quick(SCALE_SCRIPT, redis_url, tmp_path / "scale.json", "--interleave")
     assert report["benchmark"] == "scale"
+    assert report["params"]["write_order"].startswith("interleaved")
     points = report["points"]
     assert [(p["memories"], p["users"]) for p in points] == [
         (2_000, 100), (6_000, 100), (6_000, 10), (6_000, 1_000)]
@@ -320,6 +322,46 @@ def test_scale_benchmark_quick(redis_url: str, tmp_path: Path) -> None:
             assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"], (p["memories"], name)
         assert 0.9 <= p["vector_recall_at_10_vs_exact"] <= 1.0
         assert p["bytes_per_memory"] > 1_536  # at least the float32 vector itself
+
+
+def test_scale_ingest_keeps_the_same_memories_in_either_write_order(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # what exact search compares against: each kept user's memories, whichever the order
+    monkeypatch.syspath_prepend(str(SCALE_SCRIPT.parent))
+    import contextlib
+
+    import scale
+    from _common import scratch_engine
+
+    def kept(interleave: bool) -> tuple[dict[str, list[str]], dict[str, Any], list[str]]:
+        rng = np.random.default_rng(9)
+        with contextlib.ExitStack() as stack:
+            engine = scratch_engine(stack, redis_url, redis_client)
+            corpus = scale.make_corpus(rng, 90, 3, engine.embedder.dims)
+            keep = set(corpus.users[:2])
+            order: list[str] = []
+            add_many = engine.add_many
+
+            def recorded(user: str, items: Any) -> Any:
+                order.append(user)
+                return add_many(user, items)
+
+            monkeypatch.setattr(engine, "add_many", recorded)
+            _, got = scale.ingest(engine, rng, corpus, keep, interleave=interleave)
+            texts = {u: [engine.get(u, i).text for i in ids] for u, (ids, _) in got.items()}
+            return texts, {u: matrix for u, (_, matrix) in got.items()}, order
+
+    whole_texts, whole, whole_order = kept(False)
+    turn_texts, turns, turn_order = kept(True)
+    assert whole_order == sorted(whole_order, key=whole_order.index)  # user by user
+    assert len(set(turn_order[:3])) == 3  # every user once before anyone again
+    assert turn_order[3] == turn_order[0]  # and again, in the same turn order
+    assert set(whole) == set(turns) == set(whole_texts)
+    for user in whole:
+        assert whole[user].shape[0] == len(whole_texts[user]) > 0
+        assert turn_texts[user] == whole_texts[user]
+        np.testing.assert_array_equal(turns[user], whole[user])
 
 
 ENCRYPTION_SCRIPT = SCRIPT.with_name("encryption.py")
