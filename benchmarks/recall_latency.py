@@ -380,6 +380,13 @@ def write_batches(
         yield corpus.users[group], every[group][part]
 
 
+def write_order(interleave: bool) -> str:
+    """How :func:`write_batches` orders the corpus, as a report's ``params.write_order``."""
+    if interleave:
+        return f"interleaved: one session ({SESSION_LENGTH} memories) per user in turn"
+    return "user by user"
+
+
 def ingest(
     engine: MemoryEngine, corpus: Corpus, rng: np.random.Generator, *, interleave: bool = False,
 ) -> dict[str, float]:
@@ -888,8 +895,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "distinct_queries": distinct, "warmup": args.warmup, "seed": args.seed,
             "k": args.k, "dims": int(corpus.centroids.shape[1]), "clusters": N_CLUSTERS,
             "vectors": "model (--embed-text)" if args.embed_text else "synthetic clusters",
-            "write_order": (f"interleaved: one session ({SESSION_LENGTH} memories) per user in "
-                            "turn" if args.interleave else "user by user"),
+            "write_order": write_order(args.interleave),
             "vocabulary_words": vocabulary_size(), "embedder": engine.embedder.name,
             "hnsw": {"m": cfg.hnsw_m, "ef_construction": cfg.hnsw_ef_construction,
                      "ef_runtime": cfg.hnsw_ef_runtime},

@@ -49,7 +49,13 @@ from _common import (
     server_versions,
     timed,
 )
-from recall_latency import SESSION_LENGTH, make_corpus, make_queries, write_batches
+from recall_latency import (
+    SESSION_LENGTH,
+    make_corpus,
+    make_queries,
+    write_batches,
+    write_order,
+)
 
 from memory_engine import MemoryEngine
 from memory_engine.retrieval._queries import count_command
@@ -151,8 +157,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         **provenance("scale", versions),
         "params": {"k": K, "queries": args.queries, "seed": args.seed, "quick": args.quick,
                    "million": args.million,
-                   "write_order": (f"interleaved: one session ({SESSION_LENGTH} memories) per "
-                                   "user in turn" if args.interleave else "user by user"),
+                   "write_order": write_order(args.interleave),
                    "redis": "external" if args.redis_url else "embedded"},
         "points": results,
     }
@@ -184,9 +189,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.set_xlabel(label)
         ax.set_ylabel("latency (ms)")
         ax.grid(alpha=0.3)
-    order = "" if report["params"].get("write_order", "user by user") == "user by user" else (
-        ", interleaved writes")
-    by_size.set_title(f"search latency against index size{order}")
+    interleaved = report["params"].get("write_order") == write_order(True)
+    by_size.set_title("search latency against index size"
+                      + (", interleaved writes" if interleaved else ""))
     by_users.set_title("search latency against number of users")
     by_users.legend(fontsize=7)
     fig.tight_layout()
