@@ -15,6 +15,7 @@ from ..security import KeyChain
 from ._core import FETCH, StoreCore, keys_of
 from ._errors import is_missing_index, redis_errors
 from ._history import HistoryKeys, stored_messages, user_pattern_base
+from ._lane import Lane
 from ._records import MEMORY_FIELDS, encode_tag
 
 # SET KEYS[1] to ARGV[2] only if it still holds ARGV[1].
@@ -34,6 +35,7 @@ class MemoryStore:
     def __init__(self, client: redis.Redis, core: StoreCore):
         self.client = client
         self.core = core
+        self._lane = Lane(client)  # the search path's one command per call (see ``_lane``)
 
     def ensure_index(self) -> None:
         """Create the index if it does not exist; otherwise check it matches the schema."""
@@ -121,9 +123,9 @@ class MemoryStore:
         args = self.core.fetch_args(user_id, memory_ids)
         with redis_errors("read memories"):
             try:
-                reply = self.client.execute_command("EVALSHA", *args)
+                reply = self._lane.execute("EVALSHA", *args)
             except NoScriptError:  # first use on this server: EVAL caches the script
-                reply = self.client.execute_command("EVAL", FETCH, *args[1:])
+                reply = self._lane.execute("EVAL", FETCH, *args[1:])
         return self.core.read_memories(memory_ids, reply)
 
     def turns_before(self, memory: Memory, depth: int) -> list[Memory]:
@@ -218,9 +220,9 @@ class MemoryStore:
         """Run the search script (``retrieval._script.SEARCH``): one round trip."""
         with redis_errors("search"):
             try:
-                reply: list[Any] = self.client.execute_command("EVALSHA", SEARCH_SHA, *args)
+                reply: list[Any] = self._lane.execute("EVALSHA", SEARCH_SHA, *args)
             except NoScriptError:  # first use on this server: EVAL caches the script
-                reply = self.client.execute_command("EVAL", SEARCH, *args)
+                reply = self._lane.execute("EVAL", SEARCH, *args)
             return reply
 
     def run(self, commands: Sequence[Sequence[object]]) -> None:
