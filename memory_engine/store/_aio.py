@@ -16,6 +16,7 @@ from ..security import KeyChain
 from ._core import FETCH, StoreCore, keys_of
 from ._errors import is_missing_index, redis_errors
 from ._history import HistoryKeys, stored_messages, user_pattern_base
+from ._lane import AsyncLane
 from ._records import MEMORY_FIELDS, encode_tag
 from ._sync import SWAP
 
@@ -26,6 +27,7 @@ class AsyncMemoryStore:
     def __init__(self, client: aioredis.Redis, core: StoreCore):
         self.client = client
         self.core = core
+        self._lane = AsyncLane(client)  # the search path's one command per call
 
     async def ensure_index(self) -> None:
         core = self.core
@@ -114,9 +116,9 @@ class AsyncMemoryStore:
         args = self.core.fetch_args(user_id, memory_ids)
         with redis_errors("read memories"):
             try:
-                reply = await self.client.execute_command("EVALSHA", *args)
+                reply = await self._lane.execute("EVALSHA", *args)
             except NoScriptError:  # first use on this server: EVAL caches the script
-                reply = await self.client.execute_command("EVAL", FETCH, *args[1:])
+                reply = await self._lane.execute("EVAL", FETCH, *args[1:])
         return self.core.read_memories(memory_ids, reply)
 
     async def turns_before(self, memory: Memory, depth: int) -> list[Memory]:
@@ -210,9 +212,9 @@ class AsyncMemoryStore:
         """Run the search script (``retrieval._script.SEARCH``): one round trip."""
         with redis_errors("search"):
             try:
-                reply: list[Any] = await self.client.execute_command("EVALSHA", SEARCH_SHA, *args)
+                reply: list[Any] = await self._lane.execute("EVALSHA", SEARCH_SHA, *args)
             except NoScriptError:  # first use on this server: EVAL caches the script
-                reply = await self.client.execute_command("EVAL", SEARCH, *args)
+                reply = await self._lane.execute("EVAL", SEARCH, *args)
             return reply
 
     async def run(self, commands: Sequence[Sequence[object]]) -> None:

@@ -1,21 +1,24 @@
-"""The search path's kept connections (``store._lane.Lane``) on the real embedded Redis: they
-survive the server closing them, are never shared by two searches at once, stay usable after
-an error reply, and are not inherited by a forked child."""
+"""The search path's kept connections (``store._lane.Lane`` and ``AsyncLane``) on the real
+embedded Redis: they survive the server closing them, are never shared by two searches at
+once, stay usable after an error reply or a cancelled search, and are not inherited by a
+forked child."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from memory_engine import EmbeddedServer, EngineConfig, MemoryEngine
+from memory_engine import AsyncMemoryEngine, EmbeddedServer, EngineConfig, MemoryEngine
 from memory_engine.embeddings import SentenceTransformerEmbedder
 from memory_engine.exceptions import ServerError
-from memory_engine.store._lane import Lane
+from memory_engine.store._lane import AsyncLane, Lane
 
 pytestmark = pytest.mark.integration
 
@@ -143,3 +146,45 @@ def test_search_fails_clearly_when_the_server_is_gone(
                 engine.search("lane-user", QUERIES[2])
     finally:
         server.stop()
+
+
+async def test_async_searches_never_share_a_connection_and_survive_a_kill(
+    config: EngineConfig, minilm: SentenceTransformerEmbedder, admin_client: redis.Redis,
+    redis_client: redis.Redis,
+) -> None:
+    try:
+        async with AsyncMemoryEngine(config, embedder=minilm) as engine:
+            await engine.add_many("lane-user", TURNS)
+
+            async def found(query: str) -> list[str]:
+                return [h.memory.id for h in await engine.search("lane-user", query, k=3)]
+
+            expected = [await found(q) for q in QUERIES]
+            together = await asyncio.gather(*(found(q) for q in QUERIES * 4))
+            assert together == expected * 4  # a crossed reply would swap two queries' hits
+            lane = (await engine._ready())._lane
+            assert 1 <= len(lane._idle) <= len(QUERIES) * 4
+            for conn in lane._idle:
+                port = conn._writer.get_extra_info("sockname")[1]
+                assert admin_client.client_kill(f"127.0.0.1:{port}")
+            assert await asyncio.gather(*(found(q) for q in QUERIES)) == expected
+    finally:
+        redis_client.execute_command("FT.DROPINDEX", config.index_name, "DD")
+
+
+async def test_a_cancelled_command_leaves_no_reply_behind(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url, protocol=2)
+    try:
+        lane = AsyncLane(client)
+        # BLPOP on a missing key answers nil after 0.3 s; cancelled before that, its reply
+        # must not be read as the next command's.
+        slow = asyncio.create_task(lane.execute("BLPOP", "lane-test-missing-key", 0.3))
+        await asyncio.sleep(0.05)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        assert await lane.execute("ECHO", "next") == b"next"
+        await asyncio.sleep(0.4)  # past the BLPOP's timeout: a reply left unread would be there
+        assert await lane.execute("ECHO", "after") == b"after"
+    finally:
+        await client.aclose()
