@@ -19,8 +19,9 @@ pytestmark = pytest.mark.integration
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "recall_latency.py"
 NAMES = {"raw_knn", "raw_bm25", "raw_count", "raw_hybrid_bm25", "raw_hybrid_knn", "raw_hybrid",
-         "raw_hybrid_all", "vector", "keyword", "hybrid", "vector_e2e", "hybrid_e2e",
-         "hybrid_after_sleep", "hybrid_after_encoder", "query_embedding", "query_embedding_torch"}
+         "raw_hybrid_all", "raw_hybrid_all_kept", "vector", "keyword", "hybrid", "vector_e2e",
+         "hybrid_e2e", "hybrid_after_sleep", "hybrid_after_encoder", "query_embedding",
+         "query_embedding_torch"}
 
 
 def run_quick(script: Path, redis_url: str, out: Path, *args: str) -> dict[str, Any]:
@@ -88,6 +89,8 @@ def test_recall_latency_quick(redis_url: str, tmp_path: Path) -> None:
     # the final read is one more round trip on top of the search pair
     assert results["raw_hybrid_all"]["p50_ms"] > 0
     assert report["ratios"]["hybrid_over_raw_hybrid_all_p50"] > 0
+    assert results["raw_hybrid_all_kept"]["p50_ms"] > 0
+    assert report["ratios"]["hybrid_over_raw_hybrid_all_kept_p50"] > 0
     # the engine's query path (ONNX with the fast extra) gives the reference model's vectors
     assert report["consistency"]["query_backend"] == "onnx"
     assert report["consistency"]["query_cosine_min_vs_torch"] >= 0.99
