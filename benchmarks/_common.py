@@ -321,12 +321,13 @@ def plot_latency_bars(
     names = [r["name"] for r in results]
     x = np.arange(len(names))
     width = 0.38
-    fig, ax = plt.subplots(figsize=(9.5, 4.5))
+    # ~0.65 inch per pair of bars, so neither the value labels nor the names overlap
+    fig, ax = plt.subplots(figsize=(max(9.5, 0.65 * len(names) + 1.5), 4.5))
     for offset, key, color in ((-width / 2, "p50_ms", "#4c72b0"), (width / 2, "p99_ms", "#dd8452")):
         values = [r[key] for r in results]
         bars = ax.bar(x + offset, values, width, label=key.removesuffix("_ms"), color=color)
-        ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=8, padding=2)
-    ax.set_xticks(x, names if tick_labels is None else list(tick_labels))
+        ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=7, padding=2)
+    ax.set_xticks(x, names if tick_labels is None else list(tick_labels), fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("latency (ms, log scale)")
     if title_size is None:

@@ -774,7 +774,6 @@ def plot(report: dict[str, Any], path: Path) -> None:
         rows, path,
         f"memory-engine recall latency: {params['memories']:,} memories, "
         f"{params['users']:,} users, k={params['k']}, 1 client",
-        # up to 14 names side by side
         tick_labels=[r["name"].replace("embedding", "embed").replace("_", "\n") for r in rows],
     )
 
