@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,30 @@ def test_search_reconnects_when_the_server_closes_its_connection(
     assert ids(engine, QUERIES[0]) == before
     assert len(lane._idle) == 1
     assert local_port(lane._idle[0]) != old_port
+
+
+def test_closing_the_engine_closes_its_kept_connections(
+    config: EngineConfig, minilm: SentenceTransformerEmbedder, admin_client: redis.Redis,
+    redis_client: redis.Redis,
+) -> None:
+    engine = MemoryEngine(config, embedder=minilm)
+    try:
+        engine.add_many("lane-user", TURNS)
+        assert ids(engine, QUERIES[3])
+        lane = kept(engine)  # held past close: the socket must close with the client, not by GC
+        port = local_port(lane._idle[0])
+        listed = [c["addr"] for c in admin_client.client_list()]
+        assert f"127.0.0.1:{port}" in listed
+    finally:
+        engine.close()
+    # the server no longer lists the kept connection (it closes on its side within moments)
+    for _ in range(50):
+        if f"127.0.0.1:{port}" not in [c["addr"] for c in admin_client.client_list()]:
+            break
+        time.sleep(0.02)
+    assert f"127.0.0.1:{port}" not in [c["addr"] for c in admin_client.client_list()]
+    assert lane._idle[0]._sock is None
+    redis_client.execute_command("FT.DROPINDEX", config.index_name, "DD")
 
 
 def test_concurrent_searches_never_share_a_connection(engine: MemoryEngine) -> None:
