@@ -6,6 +6,7 @@ forked child."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import threading
 import time
@@ -113,6 +114,41 @@ def test_concurrent_searches_never_share_a_connection(engine: MemoryEngine) -> N
     assert len({id(conn) for conn in lane._idle}) == len(lane._idle)
 
 
+@pytest.mark.parametrize(("limit", "keep"), [(16, 2), (4, 0)])
+def test_a_limited_pool_gets_its_connections_back(
+    config: EngineConfig, minilm: SentenceTransformerEmbedder, redis_client: redis.Redis,
+    limit: int, keep: int,
+) -> None:
+    """Kept connections count against the pool's ``max_connections``: the lane keeps at most
+    an eighth of it, and every other connection a search borrowed goes back to the pool."""
+    limited = dataclasses.replace(config, redis_url=f"{config.redis_url}?max_connections={limit}")
+    try:
+        with MemoryEngine(limited, embedder=minilm) as engine:
+            engine.add_many("lane-user", TURNS)
+            expected = {q: ids(engine, q) for q in QUERIES}
+            start = threading.Barrier(3)
+            wrong: list[str] = []
+
+            def worker() -> None:
+                start.wait()
+                for _ in range(20):
+                    wrong.extend(q for q in QUERIES if ids(engine, q) != expected[q])
+
+            threads = [threading.Thread(target=worker) for _ in range(3)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert wrong == []
+            lane = kept(engine)
+            pool = engine._ready().client.connection_pool
+            assert pool.max_connections == limit
+            assert len(lane._idle) <= keep
+            assert pool._in_use_connections == set(lane._idle)  # the rest went back
+    finally:
+        redis_client.execute_command("FT.DROPINDEX", config.index_name, "DD")
+
+
 def test_an_error_reply_leaves_the_connection_usable(redis_client: redis.Redis) -> None:
     lane = Lane(redis_client)
     with pytest.raises(NoScriptError):
@@ -193,6 +229,27 @@ async def test_async_searches_never_share_a_connection_and_survive_a_kill(
                 port = conn._writer.get_extra_info("sockname")[1]
                 assert admin_client.client_kill(f"127.0.0.1:{port}")
             assert await asyncio.gather(*(found(q) for q in QUERIES)) == expected
+    finally:
+        redis_client.execute_command("FT.DROPINDEX", config.index_name, "DD")
+
+
+async def test_a_limited_async_pool_gets_its_connections_back(
+    config: EngineConfig, minilm: SentenceTransformerEmbedder, redis_client: redis.Redis,
+) -> None:
+    limited = dataclasses.replace(config, redis_url=f"{config.redis_url}?max_connections=16")
+    try:
+        async with AsyncMemoryEngine(limited, embedder=minilm) as engine:
+            await engine.add_many("lane-user", TURNS)
+
+            async def found(query: str) -> list[str]:
+                return [h.memory.id for h in await engine.search("lane-user", query, k=3)]
+
+            expected = [await found(q) for q in QUERIES]
+            assert await asyncio.gather(*(found(q) for q in QUERIES * 2)) == expected * 2
+            lane = (await engine._ready())._lane
+            pool = (await engine._ready()).client.connection_pool
+            assert len(lane._idle) == 2  # twelve at once: two kept, ten handed back
+            assert pool._in_use_connections == set(lane._idle)
     finally:
         redis_client.execute_command("FT.DROPINDEX", config.index_name, "DD")
 
