@@ -20,7 +20,7 @@ from redis.exceptions import NoScriptError
 from memory_engine import AsyncMemoryEngine, EmbeddedServer, EngineConfig, MemoryEngine
 from memory_engine.embeddings import SentenceTransformerEmbedder
 from memory_engine.exceptions import ServerError
-from memory_engine.store._lane import AsyncLane, Lane
+from memory_engine.store._lane import KEEP_AT_MOST, AsyncLane, Lane
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +48,17 @@ def kept(engine: MemoryEngine) -> Lane:
 
 def ids(engine: MemoryEngine, query: str) -> list[str]:
     return [hit.memory.id for hit in engine.search("lane-user", query, k=3)]
+
+
+async def async_ids(engine: AsyncMemoryEngine, query: str) -> list[str]:
+    return [hit.memory.id for hit in await engine.search("lane-user", query, k=3)]
+
+
+async def filled(engine: AsyncMemoryEngine) -> tuple[list[list[str]], AsyncLane]:
+    """Write the turns; each query's hits, searched one at a time; and the engine's lane."""
+    await engine.add_many("lane-user", TURNS)
+    expected = [await async_ids(engine, q) for q in QUERIES]
+    return expected, (await engine._ready())._lane
 
 
 def test_search_reconnects_when_the_server_closes_its_connection(
@@ -215,20 +226,14 @@ async def test_async_searches_never_share_a_connection_and_survive_a_kill(
 ) -> None:
     try:
         async with AsyncMemoryEngine(config, embedder=minilm) as engine:
-            await engine.add_many("lane-user", TURNS)
-
-            async def found(query: str) -> list[str]:
-                return [h.memory.id for h in await engine.search("lane-user", query, k=3)]
-
-            expected = [await found(q) for q in QUERIES]
-            together = await asyncio.gather(*(found(q) for q in QUERIES * 4))
+            expected, lane = await filled(engine)
+            together = await asyncio.gather(*(async_ids(engine, q) for q in QUERIES * 4))
             assert together == expected * 4  # a crossed reply would swap two queries' hits
-            lane = (await engine._ready())._lane
-            assert 1 <= len(lane._idle) <= len(QUERIES) * 4
+            assert 1 <= len(lane._idle) <= KEEP_AT_MOST
             for conn in lane._idle:
                 port = conn._writer.get_extra_info("sockname")[1]
                 assert admin_client.client_kill(f"127.0.0.1:{port}")
-            assert await asyncio.gather(*(found(q) for q in QUERIES)) == expected
+            assert await asyncio.gather(*(async_ids(engine, q) for q in QUERIES)) == expected
     finally:
         redis_client.execute_command("FT.DROPINDEX", config.index_name, "DD")
 
@@ -239,14 +244,9 @@ async def test_a_limited_async_pool_gets_its_connections_back(
     limited = dataclasses.replace(config, redis_url=f"{config.redis_url}?max_connections=16")
     try:
         async with AsyncMemoryEngine(limited, embedder=minilm) as engine:
-            await engine.add_many("lane-user", TURNS)
-
-            async def found(query: str) -> list[str]:
-                return [h.memory.id for h in await engine.search("lane-user", query, k=3)]
-
-            expected = [await found(q) for q in QUERIES]
-            assert await asyncio.gather(*(found(q) for q in QUERIES * 2)) == expected * 2
-            lane = (await engine._ready())._lane
+            expected, lane = await filled(engine)
+            together = await asyncio.gather(*(async_ids(engine, q) for q in QUERIES * 2))
+            assert together == expected * 2
             pool = (await engine._ready()).client.connection_pool
             assert len(lane._idle) == 2  # twelve at once: two kept, ten handed back
             assert pool._in_use_connections == set(lane._idle)
