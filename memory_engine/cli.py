@@ -48,24 +48,28 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("action", choices=["start", "stop", "status"])
 
     add = sub.add_parser("add", help="remember one text; prints the new memory id")
-    add.add_argument("--user", required=True)
-    add.add_argument("--session")
-    add.add_argument("--role", choices=[r.value for r in Role])
-    add.add_argument("--kind", choices=[k.value for k in Kind], default=Kind.TURN.value)
-    add.add_argument("--importance", type=float, default=0.5)
-    add.add_argument("text")
+    add.add_argument("--user", required=True, help="whose memory this is")
+    add.add_argument("--session", help="the conversation it came from (optional)")
+    add.add_argument("--role", choices=[r.value for r in Role], help="who said it (optional)")
+    add.add_argument("--kind", choices=[k.value for k in Kind], default=Kind.TURN.value,
+                     help="default: turn")
+    add.add_argument("--importance", type=float, default=0.5,
+                     help="0 to 1: how much it matters as it ages (default 0.5)")
+    add.add_argument("text", help="what to remember")
 
     search = sub.add_parser("search", help="recall a user's memories relevant to a query")
-    search.add_argument("--user", required=True)
-    search.add_argument("--k", type=int, default=10)
-    search.add_argument("--mode", choices=[m.value for m in SearchMode], default="hybrid")
-    search.add_argument("--session")
+    search.add_argument("--user", required=True, help="whose memories to search (only theirs)")
+    search.add_argument("--k", type=int, default=10, help="hits to return, 1 to 1000 (default 10)")
+    search.add_argument("--mode", choices=[m.value for m in SearchMode], default="hybrid",
+                        help="default: hybrid (keyword and vector, fused)")
+    search.add_argument("--session", help="only this conversation's memories")
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    search.add_argument("query")
+    search.add_argument("query", help="what to recall")
 
     forget = sub.add_parser("forget", help="delete one memory (--id) or all of a user's memories")
-    forget.add_argument("--user", required=True)
-    forget.add_argument("--id", dest="memory_id")
+    forget.add_argument("--user", required=True, help="whose memory to delete")
+    forget.add_argument("--id", dest="memory_id",
+                        help="one memory (default: every memory of the user)")
 
     chat = sub.add_parser(
         "chat", help="chat in the terminal with an LLM that remembers the user across sessions",
@@ -221,17 +225,24 @@ def _run(args: argparse.Namespace) -> int:
                                 kind=args.kind, importance=args.importance)
             print(memory.id)
         elif args.command == "search":
+            # Connecting loads the model and the query encoder (seconds in a fresh process);
+            # timed apart, so the latency printed is the search's own.
+            t = time.perf_counter()
+            engine.connect()
+            load_ms = (time.perf_counter() - t) * 1000
             t = time.perf_counter()
             hits = engine.search(args.user, args.query, k=args.k, mode=args.mode,
                                  session_id=args.session)
             ms = (time.perf_counter() - t) * 1000
             if args.json:
-                print(json.dumps({"latency_ms": ms, "hits": [_hit_json(h) for h in hits]},
+                print(json.dumps({"latency_ms": ms, "connect_ms": load_ms,
+                                  "hits": [_hit_json(h) for h in hits]},
                                  ensure_ascii=False, indent=2))
             else:
                 for hit in hits:
                     print(f"{hit.score:8.3f}  {hit.memory.id}  {hit.memory.text}")
-                print(f"{len(hits)} hits in {ms:.1f} ms", file=sys.stderr)
+                print(f"{len(hits)} hits in {ms:.1f} ms (connecting and loading the model: "
+                      f"{load_ms:.0f} ms)", file=sys.stderr)
         elif args.command == "forget":
             if args.memory_id:
                 engine.delete(args.user, args.memory_id)

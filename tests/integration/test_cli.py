@@ -38,9 +38,11 @@ def test_add_search_forget(redis_url: str, redis_client: redis.Redis) -> None:
         assert [h["id"] for h in out["hits"]] == [memory_id]
         assert out["hits"][0]["session_id"] == "s1"
         assert out["latency_ms"] > 0
+        assert out["connect_ms"] > 0  # the model load, reported apart from the search
         table = _cli(*base, "search", "--user", "ana", "--mode", "keyword", "flowerpot")
         assert memory_id in table.stdout
         assert "1 hits in" in table.stderr
+        assert "(connecting and loading the model:" in table.stderr
         assert "deleted 1 memories" in _cli(*base, "forget", "--user", "ana").stdout
         out = json.loads(_cli(*base, "search", "--user", "ana", "--json", "key").stdout)
         assert out["hits"] == []
