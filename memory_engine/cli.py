@@ -182,14 +182,14 @@ def _keys_and_backups(args: argparse.Namespace) -> int:
     with MemoryEngine(_config(args)) as engine:
         if args.command == "backup":
             report = engine.backup(args.to, user_id=args.user, progress=not args.quiet)
-            print(f"snapshot {report.snapshot_id}: {len(report.users)} users, "
-                  f"{report.memories} memories, {report.size} bytes to {report.destination} "
-                  f"in {report.seconds:.1f}s")
+            print(f"snapshot {report.snapshot_id}: {_count(len(report.users), 'user')}, "
+                  f"{_count(report.memories, 'memory')}, {report.size} bytes to "
+                  f"{report.destination} in {report.seconds:.1f}s")
             return 0
         got = engine.restore(args.source, user_id=args.user, snapshot=args.snapshot,
                              progress=not args.quiet)
-        print(f"restored snapshot {got.snapshot_id}: {len(got.restored)} users, "
-              f"{got.memories} memories from {got.source}")
+        print(f"restored snapshot {got.snapshot_id}: {_count(len(got.restored), 'user')}, "
+              f"{_count(got.memories, 'memory')} from {got.source}")
         for user, why in got.unreadable.items():
             print(f"not restored: {user!r}: {why}", file=sys.stderr)
         return 1 if got.unreadable else 0
@@ -199,6 +199,13 @@ def _read_key_file(path: str) -> str:
     chain = load_key_chain(EngineConfig(master_key_file=Path(path)))
     assert chain is not None
     return base64.urlsafe_b64encode(chain.current.key).decode("ascii")
+
+
+def _count(n: int, noun: str) -> str:
+    """``n`` and the noun, plural unless ``n`` is 1: "1 user", "2 memories"."""
+    if n == 1:
+        return f"1 {noun}"
+    return f"{n} {noun[:-1]}ies" if noun.endswith("y") else f"{n} {noun}s"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -241,14 +248,14 @@ def _run(args: argparse.Namespace) -> int:
             else:
                 for hit in hits:
                     print(f"{hit.score:8.3f}  {hit.memory.id}  {hit.memory.text}")
-                print(f"{len(hits)} hits in {ms:.1f} ms (connecting and loading the model: "
-                      f"{load_ms:.0f} ms)", file=sys.stderr)
+                print(f"{_count(len(hits), 'hit')} in {ms:.1f} ms "
+                      f"(connecting and loading the model: {load_ms:.0f} ms)", file=sys.stderr)
         elif args.command == "forget":
             if args.memory_id:
                 engine.delete(args.user, args.memory_id)
                 print(f"deleted {args.memory_id}")
             else:
-                print(f"deleted {engine.forget_user(args.user)} memories of {args.user!r}")
+                print(f"deleted {_count(engine.forget_user(args.user), 'memory')} of {args.user!r}")
     return 0
 
 

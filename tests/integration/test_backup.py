@@ -261,10 +261,10 @@ def test_cli_backup_and_restore(
     base = ["--redis-url", redis_url, "--index", config.index_name]
     assert cli_main([*base, "backup", "--to", str(tmp_path), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "3 users" in out
+    assert ": 3 users, " in out
     engine.forget_user("bob")
     assert cli_main([*base, "restore", "--from", str(tmp_path), "--user", "bob", "--quiet"]) == 0
-    assert "1 users" in capsys.readouterr().out
+    assert ": 1 user, " in capsys.readouterr().out
     assert results(engine, ["bob"]) == before
     assert cli_main([*base, "restore", "--from", str(tmp_path / "nothing")]) == 2
     assert "no snapshot" in capsys.readouterr().err

@@ -41,9 +41,9 @@ def test_add_search_forget(redis_url: str, redis_client: redis.Redis) -> None:
         assert out["connect_ms"] > 0  # the model load, reported apart from the search
         table = _cli(*base, "search", "--user", "ana", "--mode", "keyword", "flowerpot")
         assert memory_id in table.stdout
-        assert "1 hits in" in table.stderr
+        assert "1 hit in" in table.stderr
         assert "(connecting and loading the model:" in table.stderr
-        assert "deleted 1 memories" in _cli(*base, "forget", "--user", "ana").stdout
+        assert "deleted 1 memory of" in _cli(*base, "forget", "--user", "ana").stdout
         out = json.loads(_cli(*base, "search", "--user", "ana", "--json", "key").stdout)
         assert out["hits"] == []
         ben = json.loads(_cli(*base, "search", "--user", "ben", "--json", "key").stdout)

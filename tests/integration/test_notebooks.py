@@ -67,7 +67,7 @@ _EXPECTED_TEXT: dict[str, list[re.Pattern[str]]] = {
         re.compile(r"^restored: \['bob'\]$", re.MULTILINE),
         re.compile(r"^not restored: alice: .*cannot be decrypted$", re.MULTILINE),
         re.compile(r"^alice now has 0 memories; bob has 1$", re.MULTILINE),
-        re.compile(r"^deleted 1 memories of bob$", re.MULTILINE),
+        re.compile(r"^deleted 1 memory of bob$", re.MULTILINE),
     ],
 }
 _EXPECTED_IMAGES = {
