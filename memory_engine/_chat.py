@@ -14,7 +14,6 @@ import datetime as dt
 import os
 import sys
 import threading
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import IO, Any
 from uuid import UUID
@@ -101,10 +100,7 @@ def chat_chain(engine: MemoryEngine, llm: Runnable[Any, Any], *, k: int = 4) -> 
         MessagesPlaceholder("history"),
         ("human", "{input}"),
     ])
-    with warnings.catch_warnings():  # the chat's user can do nothing about LangChain's plans
-        warnings.filterwarnings("ignore", message=".*RunnableWithMessageHistory is deprecated",
-                                category=DeprecationWarning)
-        return with_long_term_memory(prompt | llm, engine=engine, k=k)
+    return with_long_term_memory(prompt | llm, engine=engine, k=k)
 
 
 def earlier_memories(docs: Sequence[Document], session_id: str, k: int) -> list[Document]:

@@ -4,6 +4,7 @@ memories of the user's earlier sessions that are relevant to the new message."""
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,6 +67,10 @@ def with_long_term_memory(
 
     Invoke with ``config={"configurable": {"user_id": ..., "session_id": ...}}``; the
     prompt should use ``{memories}`` (e.g. in the system message).
+
+    Built on ``RunnableWithMessageHistory``, as the article is. langchain-core deprecates it
+    from 1.3.3 and removes it in 2.0, so memory-engine requires ``langchain-core<2`` and keeps
+    that warning to itself: the caller did not choose the class and can do nothing about it.
     """
     if k < 1:
         raise InvalidArgumentError(f"k must be >= 1, not {k}")
@@ -99,17 +104,20 @@ def with_long_term_memory(
     chain = RunnablePassthrough.assign(
         **{memories_key: RunnableLambda(recall, afunc=arecall, name="recall_memories")}
     ) | runnable
-    return RunnableWithMessageHistory(
-        chain,
-        history,
-        input_messages_key=input_messages_key,
-        history_messages_key=history_messages_key,
-        history_factory_config=[
-            ConfigurableFieldSpec(id="user_id", annotation=str, name="User ID",
-                                  description="Whose memories and history.", default="",
-                                  is_shared=True),
-            ConfigurableFieldSpec(id="session_id", annotation=str, name="Session ID",
-                                  description="The conversation.", default="",
-                                  is_shared=True),
-        ],
-    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*RunnableWithMessageHistory is deprecated",
+                                category=DeprecationWarning)
+        return RunnableWithMessageHistory(
+            chain,
+            history,
+            input_messages_key=input_messages_key,
+            history_messages_key=history_messages_key,
+            history_factory_config=[
+                ConfigurableFieldSpec(id="user_id", annotation=str, name="User ID",
+                                      description="Whose memories and history.", default="",
+                                      is_shared=True),
+                ConfigurableFieldSpec(id="session_id", annotation=str, name="Session ID",
+                                      description="The conversation.", default="",
+                                      is_shared=True),
+            ],
+        )
