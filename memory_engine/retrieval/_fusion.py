@@ -45,7 +45,9 @@ def linear_fusion(
     """
     kw, vec = min_max(keyword), min_max(vector)
     total = keyword_weight + vector_weight
+    # Keyword documents first, then the vector-only ones, so a stable sort keeps ties in
+    # candidate order (a set union would order them by hash, differently in each process).
     return {
         doc: (keyword_weight * kw.get(doc, 0.0) + vector_weight * vec.get(doc, 0.0)) / total
-        for doc in kw.keys() | vec.keys()
+        for doc in [*kw, *(d for d in vec if d not in kw)]
     }

@@ -6,9 +6,9 @@ Why a script: a search otherwise takes two round trips (the FT.SEARCH pair, then
 final ``k`` memories and their recall counts), and each costs about 0.1 ms through redis-py
 on loopback, as much as Redis spends on the searches. The script ranks the way
 :func:`~memory_engine.retrieval._ranking.rank` does, operation for operation, for the
-default ranking (reciprocal-rank fusion with context credit, or a single mode's own score),
-so it can read exactly the memories that make the cut. Other options (decay, de-duplication,
-thresholds, linear fusion) are ranked in Python from the candidate lists the script returns
+default ranking (reciprocal-rank or linear fusion with context credit, or a single mode's
+own score), so it can read exactly the memories that make the cut. Other options (decay,
+de-duplication, thresholds) are ranked in Python from the candidate lists the script returns
 with its best guess prefetched; any hit outside the guess is read in a second round trip.
 ``tests/integration/test_search_script.py`` checks the script against ``rank`` on real
 searches: same ids, same order, same scores to the bit.
@@ -24,22 +24,26 @@ from typing import Any
 from ..exceptions import StoreError
 from ..models import ScoreParts, SearchMode
 from ..store._records import MEMORY_FIELDS
-from ._ranking import Candidate, Fusion, Ranked, RankingOptions
+from ._ranking import Candidate, Ranked, RankingOptions
 
 # KEYS[1]: the user's recall hash. ARGV: the user's memory-key prefix, mode (hybrid | vector |
 # keyword), final (1: rank and return only the top ``take``; 0: return the candidate replies
 # too), take, rrf k, keyword weight, vector weight, context credit, all recalls (1: the recall
 # entries of every candidate, for decay), exact limit, the search filter, the exact vector
-# query, then #args and the keyword FT.SEARCH (0 when none), then #args and the vector
-# FT.SEARCH (0 when none). The fields read per hit (``MEMORY_FIELDS``) are written into the
-# script itself (``__FIELDS__``): the same on every call, so not sent with each.
+# query, fusion (rrf | linear), then #args and the keyword FT.SEARCH (0 when none), then
+# #args and the vector FT.SEARCH (0 when none). The fields read per hit (``MEMORY_FIELDS``)
+# are written into the script itself (``__FIELDS__``): the same on every call, so not sent
+# with each.
 #
 # Vector search: when the filter matches at most ``exact limit`` memories (counted first; 0
 # skips the count), the vector FT.SEARCH runs with the exact query (brute force over those
 # memories) in place of its own (the HNSW graph).
 #
 # Ranking mirrors ``rank``: keyword candidates scoring 0 are dropped; RRF sums w / (k + rank)
-# over the keyword list then the vector list and divides by the best possible sum; context
+# over the keyword list then the vector list and divides by the best possible sum; linear
+# fusion min-max scales each list's scores (BM25; 1 - distance) to [0, 1] (a list of one
+# value: 1), and sums w * scaled over the two (0 where absent) divided by the weights' sum;
+# context
 # credit adds credit * score to the candidate each one follows, in candidate order, then
 # divides by 1 + credit; the order is by score, ties in candidate order. Scores leave as
 # double replies ({double = x}), which Redis writes as the shortest string that reads back
@@ -51,7 +55,7 @@ local owner, mode, final, take = ARGV[1], ARGV[2], ARGV[3] == '1', tonumber(ARGV
 local rrf_k, w_kw, w_vec = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local credit, all_recalls = tonumber(ARGV[8]), ARGV[9] == '1'
 local exact_limit = tonumber(ARGV[10])
-local i = 13
+local i = 14
 local kw, vec = {0}, {0}
 local n = tonumber(ARGV[i])
 if n > 0 then kw = redis.call(unpack(ARGV, i + 1, i + n)) end
@@ -68,6 +72,8 @@ if n > 0 then
 end
 
 local find, sub, hybrid = string.find, string.sub, mode == 'hybrid'
+local linear = hybrid and ARGV[13] == 'linear'
+local rrf = hybrid and not linear
 local cut = #owner + 1
 -- The candidates by position (keyword ones first, then the vector ones not among them): id,
 -- score, the id it follows (false: none), keyword score and vector distance (false: none).
@@ -90,7 +96,7 @@ for j = 2, #kw, 3 do
     rank = rank + 1
     m = m + 1
     ids[m], pos[id], prev[m], kw_part[m], vec_part[m] = id, m, p, s, false
-    if hybrid then score[m] = 0 + w_kw / (rrf_k + rank) else score[m] = tonumber(s) end
+    if rrf then score[m] = 0 + w_kw / (rrf_k + rank) else score[m] = tonumber(s) end
   end
 end
 rank = 0
@@ -115,14 +121,42 @@ for j = 2, #vec, 2 do
     ids[m], pos[id], prev[m], kw_part[m], score[m] = id, m, p, false, 0
   end
   vec_part[at] = d
-  if hybrid then score[at] = score[at] + w_vec / (rrf_k + rank) else score[at] = 1 - tonumber(d) end
+  if rrf then score[at] = score[at] + w_vec / (rrf_k + rank) else score[at] = 1 - tonumber(d) end
 end
 
-if hybrid then
+if rrf then
   local best = 0 + w_kw / (rrf_k + 1) + w_vec / (rrf_k + 1)
   if best > 0 then
     for j = 1, m do score[j] = score[j] / best end
   end
+elseif linear then
+  local sims, klo, khi, vlo, vhi = {}, nil, nil, nil, nil
+  for j = 1, m do
+    if kw_part[j] then
+      local s = tonumber(kw_part[j])
+      if klo == nil or s < klo then klo = s end
+      if khi == nil or s > khi then khi = s end
+    end
+    if vec_part[j] then
+      local s = 1 - tonumber(vec_part[j])
+      sims[j] = s
+      if vlo == nil or s < vlo then vlo = s end
+      if vhi == nil or s > vhi then vhi = s end
+    end
+  end
+  local total = w_kw + w_vec
+  for j = 1, m do
+    local a, b = 0, 0
+    if kw_part[j] then
+      if khi == klo then a = 1 else a = (tonumber(kw_part[j]) - klo) / (khi - klo) end
+    end
+    if sims[j] then
+      if vhi == vlo then b = 1 else b = (sims[j] - vlo) / (vhi - vlo) end
+    end
+    score[j] = (w_kw * a + w_vec * b) / total
+  end
+end
+if hybrid then
   if credit > 0 then
     local out = {}
     for j = 1, m do out[j] = score[j] end
@@ -188,7 +222,6 @@ def script_ranks(mode: SearchMode, options: RankingOptions) -> bool:
     return (
         options.decay_weight <= 0 and not options.dedupe and options.min_score is None
         and options.min_similarity is None
-        and (mode is not SearchMode.HYBRID or options.fusion is Fusion.RRF)
     )
 
 
@@ -208,7 +241,7 @@ def script_args(
         1, recall_key, owner_prefix, mode.value, int(final), k if final else 2 * k,
         options.rrf_k, repr(options.keyword_weight), repr(options.vector_weight),
         repr(options.context_credit), int(options.decay_weight > 0),
-        exact_limit if vector else 0, search_filter, exact_query,
+        exact_limit if vector else 0, search_filter, exact_query, options.fusion.value,
         len(keyword or ()), *(keyword or ()),
         len(vector or ()), *(vector or ()),
     ]

@@ -18,8 +18,8 @@ DEFAULT = RankingOptions(context_credit=0.5)
     (SearchMode.HYBRID, DEFAULT, True),
     (SearchMode.VECTOR, DEFAULT, True),
     (SearchMode.KEYWORD, DEFAULT, True),
-    (SearchMode.HYBRID, RankingOptions(fusion=Fusion.LINEAR), False),
-    (SearchMode.VECTOR, RankingOptions(fusion=Fusion.LINEAR), True),  # fusion: hybrid only
+    (SearchMode.HYBRID, RankingOptions(fusion=Fusion.LINEAR, context_credit=0.5), True),
+    (SearchMode.VECTOR, RankingOptions(fusion=Fusion.LINEAR), True),
     (SearchMode.HYBRID, RankingOptions(decay_weight=0.2), False),
     (SearchMode.HYBRID, RankingOptions(dedupe=True), False),
     (SearchMode.HYBRID, RankingOptions(min_score=0.1), False),
@@ -42,19 +42,19 @@ def test_arguments_carry_the_ranking_options_and_both_commands() -> None:
     )
     assert args == [
         1, "p:acc:{alice}", "p:mem:{alice}:", "hybrid", 1, 7, 30, "1.5", "0.25", "0.5", 0,
-        500, "@user_id:{alice}", "exact",
+        500, "@user_id:{alice}", "exact", "rrf",
         3, "FT.SEARCH", "ix", "kw", 4, "FT.SEARCH", "ix", "vec", "PARAMS",
     ]
     keyword_only = script_args(
         owner_prefix="o", recall_key="r", mode=SearchMode.KEYWORD,
-        options=RankingOptions(decay_weight=0.5), k=3,
+        options=RankingOptions(decay_weight=0.5, fusion=Fusion.LINEAR), k=3,
         keyword=["FT.SEARCH"], vector=None, exact_limit=500,
     )
     # not ranked by the script: twice k prefetched, every candidate's recall entry asked
     # for; no vector search, so nothing to count for it
     assert keyword_only[4:6] == [0, 6]
     assert keyword_only[10:12] == [1, 0]
-    assert keyword_only[-3:] == [1, "FT.SEARCH", 0]
+    assert keyword_only[-4:] == ["linear", 1, "FT.SEARCH", 0]
 
 
 def test_an_exact_reply_is_the_final_ranking() -> None:
