@@ -167,3 +167,13 @@ def test_linear_fusion_in_unit_interval(
     fused = linear_fusion(keyword, vector, keyword_weight=kw_w, vector_weight=vec_w)
     assert set(fused) == set(keyword) | set(vector)
     assert all(-1e-12 <= s <= 1 + 1e-12 for s in fused.values())
+
+
+def test_linear_fusion_lists_keyword_documents_then_vector_only_ones() -> None:
+    """The order ties keep after a stable sort, as the search script keeps them: the keyword
+    candidates in their order, then the vector-only ones in theirs (not a set's hash order,
+    which changes from one process to the next for str keys)."""
+    keyword = {f"k{i}": 1.0 for i in range(20)}
+    vector = {**{f"v{i}": 0.5 for i in range(20)}, "k3": 0.5}
+    fused = linear_fusion(keyword, vector)
+    assert list(fused) == [*keyword, *(f"v{i}" for i in range(20))]
