@@ -43,9 +43,8 @@ from ._ranking import Candidate, Ranked, RankingOptions
 # over the keyword list then the vector list and divides by the best possible sum; linear
 # fusion min-max scales each list's scores (BM25; 1 - distance) to [0, 1] (a list of one
 # value: 1), and sums w * scaled over the two (0 where absent) divided by the weights' sum;
-# context
-# credit adds credit * score to the candidate each one follows, in candidate order, then
-# divides by 1 + credit; the order is by score, ties in candidate order. Scores leave as
+# context credit adds credit * score to the candidate each one follows, in candidate order,
+# then divides by 1 + credit; the order is by score, ties in candidate order. Scores leave as
 # double replies ({double = x}), which Redis writes as the shortest string that reads back
 # as the same double (RESP2) or as a double (RESP3): exact, and cheaper than formatting them
 # here with string.format('%.17g') (script time per hybrid search 262-264 against 267 us,
@@ -130,10 +129,11 @@ if rrf then
     for j = 1, m do score[j] = score[j] / best end
   end
 elseif linear then
-  local sims, klo, khi, vlo, vhi = {}, nil, nil, nil, nil
+  local bm25, sims, klo, khi, vlo, vhi = {}, {}, nil, nil, nil, nil
   for j = 1, m do
     if kw_part[j] then
       local s = tonumber(kw_part[j])
+      bm25[j] = s
       if klo == nil or s < klo then klo = s end
       if khi == nil or s > khi then khi = s end
     end
@@ -147,8 +147,8 @@ elseif linear then
   local total = w_kw + w_vec
   for j = 1, m do
     local a, b = 0, 0
-    if kw_part[j] then
-      if khi == klo then a = 1 else a = (tonumber(kw_part[j]) - klo) / (khi - klo) end
+    if bm25[j] then
+      if khi == klo then a = 1 else a = (bm25[j] - klo) / (khi - klo) end
     end
     if sims[j] then
       if vhi == vlo then b = 1 else b = (sims[j] - vlo) / (vhi - vlo) end
